@@ -1,0 +1,325 @@
+"""The message-bus port (publish, consume) and its Kafka adapter.
+
+Publishing is durable: `publish` returns only once the broker has the message
+(acks=all), so a caller may commit state that depends on it. Consuming is at
+least once: offsets are committed only after the handler has finished with a
+whole batch, so every handler must be idempotent.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+
+from django.conf import settings
+
+from transfer_site import faults, topics
+from transfer_site.messages import MalformedMessage, Message, decode
+
+logger = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_SECONDS = 10
+
+# Messages this process has sent to the dead-letter topic since it started,
+# counted once the broker has them (a batch handled again after a failure
+# sends and counts its dead letters again): for a metrics endpoint later.
+dead_letter_count = 0
+_dead_letter_count_lock = threading.Lock()
+
+
+class BusUnavailable(Exception):
+    """The broker did not take the message; it may or may not be stored."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    key: int
+    message: Message
+
+
+class MessageBus(abc.ABC):
+    @abc.abstractmethod
+    def publish_many(self, outgoing: Sequence[Outgoing]) -> None:
+        """Publish all, returning once the broker holds every one of them."""
+
+    def publish(self, topic: str, key: int, message: Message) -> None:
+        self.publish_many([Outgoing(topic, key, message)])
+
+    def ping(self) -> None:  # noqa: B027 - adapters without a server have nothing to check
+        """Raise BusUnavailable if the broker does not answer."""
+
+
+class KafkaMessageBus(MessageBus):
+    def __init__(self, bootstrap_servers: str) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._producer = None
+        self._producer_pid: int | None = None
+        self._lock = threading.Lock()
+
+    def _get_producer(self):
+        # A producer owns a background thread: never share one across fork().
+        with self._lock:
+            if self._producer is None or self._producer_pid != os.getpid():
+                from kafka import KafkaProducer
+
+                self._producer = KafkaProducer(
+                    bootstrap_servers=self._bootstrap_servers,
+                    acks="all",
+                    # Messages sent within this window (by the threads of a web worker) go
+                    # in one produce request: less CPU per message in kafka-python.
+                    linger_ms=settings.KAFKA_PRODUCER_LINGER_MS,
+                    retries=5,
+                    max_in_flight_requests_per_connection=1,  # keep per-key order under retries
+                    request_timeout_ms=PUBLISH_TIMEOUT_SECONDS * 1000,
+                    # send() waits this long for metadata (default 60 s): with the broker
+                    # gone, the API must get BusUnavailable (record stays `requesting`,
+                    # the re-drive publishes it) before gunicorn's 30 s timeout kills it.
+                    max_block_ms=PUBLISH_TIMEOUT_SECONDS * 1000,
+                )
+                self._producer_pid = os.getpid()
+            return self._producer
+
+    def publish_many(self, outgoing: Sequence[Outgoing]) -> None:
+        from kafka.errors import KafkaError
+
+        try:
+            producer = self._get_producer()
+            futures = [
+                producer.send(item.topic, key=str(item.key).encode(), value=item.message.to_json())
+                for item in outgoing
+            ]
+            for future in futures:
+                future.get(timeout=PUBLISH_TIMEOUT_SECONDS)
+        except KafkaError as error:
+            raise BusUnavailable(f"Kafka did not take the message: {error!r}") from error
+
+    def ping(self) -> None:
+        from kafka.errors import KafkaError
+
+        try:
+            if not self._get_producer().partitions_for(topics.TRANSFER_REQUESTS):
+                raise BusUnavailable("no partitions for " + topics.TRANSFER_REQUESTS)
+        except KafkaError as error:
+            raise BusUnavailable(repr(error)) from error
+
+
+class InMemoryMessageBus(MessageBus):
+    """Records what was published. For unit and API tests only."""
+
+    def __init__(self) -> None:
+        self.published: list[Outgoing] = []
+
+    def publish_many(self, outgoing: Sequence[Outgoing]) -> None:
+        self.published.extend(outgoing)
+
+
+@cache
+def get_message_bus() -> MessageBus:
+    if settings.MESSAGE_BUS == "kafka":
+        return KafkaMessageBus(settings.KAFKA_BOOTSTRAP_SERVERS)
+    if settings.MESSAGE_BUS == "memory":
+        return InMemoryMessageBus()
+    raise ValueError(f"unknown MESSAGE_BUS {settings.MESSAGE_BUS!r} (kafka or memory)")
+
+
+def ensure_topics(timeout_seconds: float = 60) -> None:
+    """Create the service's topics if missing, waiting for the broker to come up."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
+
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS)
+            break
+        except NoBrokersAvailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    try:
+        for topic in topics.ALL:
+            try:
+                admin.create_topics([NewTopic(topic, settings.KAFKA_TOPIC_PARTITIONS, 1)])
+                logger.info("created topic %s", topic)
+            except TopicAlreadyExistsError:
+                pass
+            except KafkaError as error:
+                logger.warning("could not create topic %s: %r", topic, error)
+    finally:
+        admin.close()
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A decoded message with where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    message: Message
+
+
+class _StopFlag:
+    def __init__(self) -> None:
+        self.stopped = False
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop)
+
+    def _stop(self, signum: int, frame: object) -> None:
+        logger.info("stopping on signal %s after the current batch", signum)
+        self.stopped = True
+
+
+def run_consumer(
+    *,
+    group_id: str,
+    topic_names: Sequence[str],
+    handle_batch: Callable[[list[Delivery]], None],
+    max_records: int | None = None,
+) -> None:
+    """Consume `topic_names` in group `group_id` until SIGTERM/SIGINT.
+
+    Each poll's messages go to `handle_batch` as one list, in partition order.
+    Malformed ones go to the dead-letter topic instead, with the reason, so
+    they never block their partition. Offsets are committed only after
+    `handle_batch` returns; if it raises, the same messages are handled again.
+    """
+    from kafka import KafkaConsumer
+    from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+    class LogAssignments(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked):
+            logger.info("partitions revoked", extra={"partitions": sorted(map(str, revoked))})
+
+        def on_partitions_assigned(self, assigned):
+            logger.info(
+                "partitions assigned",
+                extra={"group_id": group_id, "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)},
+            )
+
+    ensure_topics()
+    stop = _StopFlag()
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=max_records or settings.KAFKA_CONSUMER_MAX_RECORDS,
+        # How long the broker may hold a fetch that found nothing new: the longest a message waits
+        # for the next fetch, since the development broker does not answer early when one arrives.
+        fetch_max_wait_ms=settings.KAFKA_CONSUMER_FETCH_MAX_WAIT_MS,
+    )
+    batch_limit = max_records or settings.KAFKA_CONSUMER_MAX_RECORDS
+    consumer.subscribe(list(topic_names), listener=LogAssignments())
+    retry_delay = 0.2
+    logger.info("consumer started", extra={"group_id": group_id, "topics": list(topic_names)})
+    try:
+        while not stop.stopped:
+            polled = consumer.poll(timeout_ms=200)
+            if not polled:
+                continue
+            polled = _linger(consumer, polled, batch_limit, stop)
+            batch_start = {tp: records[0].offset for tp, records in polled.items()}
+            try:
+                deliveries = _decode_or_dead_letter(polled)
+                if deliveries:
+                    handle_batch(deliveries)
+                faults.crash_point(faults.CONSUMER_BEFORE_COMMIT)  # test hook: the batch comes again
+                consumer.commit()
+                retry_delay = 0.2
+            except Exception:
+                logger.exception("batch failed; it will be handled again", extra={"group_id": group_id})
+                for tp, offset in batch_start.items():
+                    consumer.seek(tp, offset)
+                time.sleep(retry_delay)
+                retry_delay = min(retry_delay * 2, 5.0)
+    finally:
+        consumer.close(autocommit=False)
+        logger.info("consumer stopped", extra={"group_id": group_id})
+
+
+def _linger(consumer, polled: dict, limit: int, stop: _StopFlag) -> dict:
+    """Keep polling for KAFKA_CONSUMER_LINGER_MS after the first message, up to `limit` records: one batch.
+
+    Fetches return as soon as there is anything (low latency at low load);
+    gathering what arrives within the linger makes the handler's batches -- a
+    Celery task, a UBSCore transaction -- a few per linger period instead of one
+    per fetch. Records keep their partition order; the batch is committed, or
+    sought back to, as one.
+    """
+    linger_seconds = settings.KAFKA_CONSUMER_LINGER_MS / 1000
+    count = sum(len(records) for records in polled.values())
+    if linger_seconds <= 0 or count >= limit:
+        return polled
+    merged = {tp: list(records) for tp, records in polled.items()}
+    deadline = time.monotonic() + linger_seconds
+    while count < limit and not stop.stopped:
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0:
+            break
+        for tp, records in consumer.poll(timeout_ms=remaining_ms, max_records=limit - count).items():
+            merged.setdefault(tp, []).extend(records)
+            count += len(records)
+    return merged
+
+
+def _decode_or_dead_letter(polled: dict) -> list[Delivery]:
+    deliveries = []
+    dead_letters = []
+    for records in polled.values():
+        for record in records:
+            try:
+                message = decode(record.value)
+            except MalformedMessage as error:
+                dead_letters.append((record, str(error)))
+                continue
+            key = record.key.decode(errors="replace") if record.key is not None else None
+            deliveries.append(Delivery(record.topic, record.partition, record.offset, key, message))
+    if dead_letters:
+        _publish_dead_letters(dead_letters)
+        # Counted only once published: a failed publish re-polls the batch.
+        total = _count_dead_letters(len(dead_letters))
+        for number, (record, reason) in enumerate(dead_letters, start=total - len(dead_letters) + 1):
+            logger.error(
+                "malformed message sent to the dead-letter topic",
+                extra={"topic": record.topic, "partition": record.partition, "offset": record.offset,
+                       "reason": reason, "dead_letters_total": number},
+            )
+    return deliveries
+
+
+def _count_dead_letters(added: int) -> int:
+    global dead_letter_count
+    with _dead_letter_count_lock:
+        dead_letter_count += added
+        return dead_letter_count
+
+
+def _publish_dead_letters(records: list[tuple[object, str]]) -> None:
+    from kafka import KafkaProducer
+
+    # Raw bytes go on as they came, with where they came from in headers.
+    producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, acks="all")
+    try:
+        for record, reason in records:
+            headers = [
+                ("reason", reason.encode()),
+                ("source_topic", record.topic.encode()),
+                ("source_partition", str(record.partition).encode()),
+                ("source_offset", str(record.offset).encode()),
+            ]
+            producer.send(topics.DEAD_LETTERS, key=record.key, value=record.value, headers=headers).get(
+                timeout=PUBLISH_TIMEOUT_SECONDS
+            )
+    finally:
+        producer.close()

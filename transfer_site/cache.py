@@ -1,0 +1,60 @@
+"""Django's database cache, with expired rows removed as they expire instead of piling up.
+
+The embedded default keeps replay records and rate-limit counters in the
+`django_cache` table (settings "API security"). Django's backend runs
+`SELECT COUNT(*)` over that table on every write to decide whether to cull,
+and removes expired rows only once it holds MAX_ENTRIES (100,000) rows. The
+rate limiter writes a new row per API key and window (one a second), so under
+steady traffic the table fills with expired counters and every request pays a
+count over tens of thousands of rows: the benchmark's soak measured a write
+going from 0.08 ms on an empty table to 0.65 ms at 60,000 rows (two writes per
+request). Here each process deletes the expired rows at most once a second,
+before a write; the table then holds about the live entries only.
+
+Nothing a caller can see changes: an expired entry was already invisible to
+get() and add(), and Django's cull deletes the expired rows first too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from django.core.cache.backends.db import DatabaseCache as DjangoDatabaseCache
+from django.db import DatabaseError, connections, router, transaction
+from django.utils.timezone import now as tz_now
+
+PURGE_INTERVAL_SECONDS = 1.0
+
+
+class DatabaseCache(DjangoDatabaseCache):
+    def __init__(self, table: str, params: dict) -> None:
+        super().__init__(table, params)
+        self._next_purge = 0.0
+        self._purge_lock = threading.Lock()
+
+    def _base_set(self, mode, key, value, timeout=DEFAULT_TIMEOUT):
+        self._purge_expired_if_due()
+        return super()._base_set(mode, key, value, timeout)
+
+    def _purge_expired_if_due(self) -> None:
+        now = time.monotonic()
+        if now < self._next_purge or not self._purge_lock.acquire(blocking=False):
+            return
+        try:
+            if now < self._next_purge:
+                return
+            self._next_purge = now + PURGE_INTERVAL_SECONDS
+            db = router.db_for_write(self.cache_model_class)
+            connection = connections[db]
+            quote = connection.ops.quote_name
+            with transaction.atomic(using=db), connection.cursor() as cursor:  # a savepoint inside a transaction
+                cursor.execute(
+                    f"DELETE FROM {quote(self._table)} WHERE {quote('expires')} < %s",  # noqa: S608
+                    [connection.ops.adapt_datetimefield_value(tz_now().replace(microsecond=0))],
+                )
+        except DatabaseError:  # a busy database: the next write tries again a second later
+            pass
+        finally:
+            self._purge_lock.release()

@@ -1,0 +1,353 @@
+"""Settings for the internal transfer service.
+
+Everything comes from the environment and has a working default for one
+machine (SQLite, SQL ledger, ORM store, local Kafka-protocol broker, a Celery
+broker that needs no server). See README "Configuration".
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from transfer_site import security
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
+
+
+def env_bool(name: str, default: bool) -> bool:
+    return os.environ.get(name, "1" if default else "0").lower() in ("1", "true", "yes", "on")
+
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", security.DEV_SECRET_KEY)
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "transfers",
+    "settlement",
+    "ubscore",
+    "operations",
+]
+
+MIDDLEWARE = [
+    "transfer_site.middleware.RequestLogContextMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "transfer_site.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = "transfer_site.wsgi.application"
+
+# --- Database -------------------------------------------------------------
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several processes share the file: WAL lets readers run beside the one
+    # writer, IMMEDIATE takes the write lock up front (no upgrade deadlocks),
+    # and the timeout makes writers queue instead of failing.
+    # Connections are kept (per thread) like on PostgreSQL: opening one costs
+    # a file open and the PRAGMAs below on every request and task. An idle
+    # connection holds no read snapshot, so WAL checkpoints are not held back.
+    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("DATABASE_CONN_MAX_AGE", "60"))
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# Bodies larger than this are refused before they are parsed.
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("MAX_REQUEST_BYTES", str(16 * 1024)))
+
+# --- REST API ---------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["transfers.api.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["transfers.api.permissions.ApiKeyPermits"],  # see "API security" below
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["transfers.api.parsers.BoundedJSONParser"],  # size, depth, strict JSON
+    "EXCEPTION_HANDLER": "transfers.api.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- Ports: which adapter serves each external system ----------------------
+LEDGER_BACKEND = os.environ.get("LEDGER_BACKEND", "sql")  # sql | tigerbeetle
+TIGERBEETLE_ADDRESSES = os.environ.get("TIGERBEETLE_ADDRESSES", "")
+TIGERBEETLE_CLUSTER_ID = int(os.environ.get("TIGERBEETLE_CLUSTER_ID", "0"))
+TRANSFER_STORE = os.environ.get("TRANSFER_STORE", "orm")  # orm | scylla
+SCYLLA_HOSTS = os.environ.get("SCYLLA_HOSTS", "")
+SCYLLA_KEYSPACE = os.environ.get("SCYLLA_KEYSPACE", "internal_transfer")
+SCYLLA_PORT = int(os.environ.get("SCYLLA_PORT", "9042"))
+SCYLLA_USER = os.environ.get("SCYLLA_USER", "")
+SCYLLA_PASSWORD = os.environ.get("SCYLLA_PASSWORD", "")
+SCYLLA_LOCAL_DC = os.environ.get("SCYLLA_LOCAL_DC", "")
+# "3": three replicas in every datacenter; "dc1:3,dc2:3": per datacenter.
+SCYLLA_REPLICATION = os.environ.get("SCYLLA_REPLICATION", "1")
+# QUORUM/SERIAL are right everywhere; LOCAL_QUORUM/LOCAL_SERIAL only if one datacenter ever writes.
+SCYLLA_CONSISTENCY = os.environ.get("SCYLLA_CONSISTENCY", "QUORUM")
+SCYLLA_SERIAL_CONSISTENCY = os.environ.get("SCYLLA_SERIAL_CONSISTENCY", "SERIAL")
+if SCYLLA_HOSTS:
+    # ScyllaDB beside the relational database (django-cassandra-engine), for
+    # transfer records when TRANSFER_STORE=scylla. Lazy: nothing connects
+    # until the transfer store's first query. Not in INSTALLED_APPS: the
+    # engine would replace migrate/flush and connect at startup.
+    DATABASES["scylla"] = {
+        "ENGINE": "django_cassandra_engine",
+        "NAME": SCYLLA_KEYSPACE,
+        "HOST": SCYLLA_HOSTS,
+        "USER": SCYLLA_USER,
+        "PASSWORD": SCYLLA_PASSWORD,
+        "OPTIONS": {"connection": {"lazy_connect": True, "retry_connect": True, "port": SCYLLA_PORT}},
+    }
+MESSAGE_BUS = os.environ.get("MESSAGE_BUS", "kafka")  # kafka | memory (unit tests only)
+
+# --- Kafka ------------------------------------------------------------------
+KAFKA_BOOTSTRAP_SERVERS = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+KAFKA_TOPIC_PARTITIONS = int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "4"))
+KAFKA_CONSUMER_MAX_RECORDS = int(os.environ.get("KAFKA_CONSUMER_MAX_RECORDS", "200"))
+SETTLEMENT_CONSUMER_GROUP = os.environ.get("SETTLEMENT_CONSUMER_GROUP", "settlement-bridge")
+
+# --- Celery -----------------------------------------------------------------
+# The default broker is a folder: no server to run. Redis or RabbitMQ
+# elsewhere (CELERY_BROKER_URL=redis://127.0.0.1:6379/0).
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # Kombu's filesystem transport with atomic writes (see the module).
+    CELERY_BROKER_TRANSPORT = "transfer_site.celery_transport:Transport"
+    _celery_queue_dir = VAR_DIR / "celery" / "queue"
+    _celery_queue_dir.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_celery_queue_dir),
+        "data_folder_out": str(_celery_queue_dir),
+        "control_folder": str(VAR_DIR / "celery" / "control"),
+        "polling_interval": float(os.environ.get("CELERY_POLLING_INTERVAL", "0.05")),
+    }
+    (VAR_DIR / "celery" / "control").mkdir(parents=True, exist_ok=True)
+# One queue for settlement work; a separate name per deployment (or test run)
+# keeps stacks that share a Redis apart.
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "settlement")
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# --- Settlement -------------------------------------------------------------
+# A transfer that has not changed status for this long is driven on again.
+STUCK_TRANSFER_SECONDS = int(os.environ.get("STUCK_TRANSFER_SECONDS", "30"))
+REDRIVE_INTERVAL_SECONDS = float(os.environ.get("REDRIVE_INTERVAL_SECONDS", "10"))
+# Ledger vs UBSCore per asset; a difference still there after the settle time is logged as an error.
+RECONCILE_INTERVAL_SECONDS = float(os.environ.get("RECONCILE_INTERVAL_SECONDS", "60"))
+RECONCILE_SETTLE_SECONDS = float(os.environ.get("RECONCILE_SETTLE_SECONDS", "5"))
+CELERY_BEAT_SCHEDULE = {
+    "redrive-stuck-transfers": {
+        "task": "settlement.redrive_stuck_transfers",
+        "schedule": REDRIVE_INTERVAL_SECONDS,
+        # While the worker is down beat keeps sending; runs that waited longer
+        # than this are dropped rather than replayed back to back (a newer run
+        # is queued behind them). Generous, so a busy worker still runs one.
+        "options": {"expires": max(STUCK_TRANSFER_SECONDS, 3 * REDRIVE_INTERVAL_SECONDS)},
+    },
+    "reconcile-balances": {
+        "task": "settlement.reconcile_balances",
+        "schedule": RECONCILE_INTERVAL_SECONDS,
+        "options": {"expires": RECONCILE_INTERVAL_SECONDS},
+    },
+}
+
+# --- Identity -----------------------------------------------------------------
+# Snowflake worker id of this process (0..1023); each running process needs
+# its own. Gunicorn adds its worker slot (see transfer_site/gunicorn.conf.py).
+SNOWFLAKE_WORKER_ID = int(os.environ.get("SNOWFLAKE_WORKER_ID", "0"))
+# Worker id of one-off management commands (deposit references): reserved so
+# they never collide with a running web process. Run them one at a time, or
+# pass --reference.
+COMMAND_SNOWFLAKE_WORKER_ID = int(os.environ.get("COMMAND_SNOWFLAKE_WORKER_ID", "1023"))
+
+# --- Logging: JSON lines to stdout and var/log/<process>.log ----------------
+PROCESS_NAME = os.environ.get("PROCESS_NAME", "manage")
+LOG_DIR = Path(os.environ.get("LOG_DIR", VAR_DIR / "log"))
+LOG_DIR.mkdir(parents=True, exist_ok=True)
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "transfer_site.logging.JsonFormatter"}},
+    "filters": {"context": {"()": "transfer_site.logging.ContextFilter"}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["context"],
+        },
+        "file": {
+            "class": "logging.handlers.WatchedFileHandler",
+            "filename": str(LOG_DIR / f"{PROCESS_NAME}.log"),
+            "formatter": "json",
+            "filters": ["context"],
+        },
+    },
+    "root": {"handlers": ["stdout", "file"], "level": LOG_LEVEL},
+    "loggers": {
+        "kafka": {"level": "WARNING"},
+        "django.db.backends": {"level": "INFO"},
+    },
+}
+
+# --- API security -----------------------------------------------------------
+# README "Authentication and signing", "Rate limits", "Production".
+DJANGO_ENV = os.environ.get("DJANGO_ENV", "development")
+if DJANGO_ENV not in security.ENVIRONMENTS:
+    # A typo ("prod") must not quietly skip the production checks.
+    raise ImproperlyConfigured(f"DJANGO_ENV must be one of {', '.join(security.ENVIRONMENTS)}, not {DJANGO_ENV!r}")
+# Signing secrets are HMAC(pepper, key prefix + secret hash): re-derivable by
+# the server, useless without the pepper. Changing it invalidates every
+# signing secret (not the API keys).
+API_SIGNING_PEPPER = os.environ.get("API_SIGNING_PEPPER", security.DEV_API_SIGNING_PEPPER)
+# Off: unsigned requests pass, a signed one is still verified. On: every API request must be signed.
+API_SIGNATURES_REQUIRED = env_bool("API_SIGNATURES_REQUIRED", False)
+# X-API-Timestamp may differ from the server clock by at most this much, either way.
+API_SIGNATURE_WINDOW_MS = int(os.environ.get("API_SIGNATURE_WINDOW_MS", "5000"))
+if not 0 < API_SIGNATURE_WINDOW_MS <= 60_000:
+    raise ImproperlyConfigured("API_SIGNATURE_WINDOW_MS must be between 1 and 60000")
+if DJANGO_ENV == "production":
+    _problems = security.production_problems(debug=DEBUG, secret_key=SECRET_KEY, signing_pepper=API_SIGNING_PEPPER)
+    if _problems:
+        raise ImproperlyConfigured("refusing to start in production: " + "; ".join(_problems))
+
+# Per API key, counted in the shared cache: creating transfers (any unsafe
+# method) and reads have separate budgets.
+API_RATE_LIMIT_TRANSFER = os.environ.get("API_RATE_LIMIT_TRANSFER", "10/second")
+API_RATE_LIMIT_READ = os.environ.get("API_RATE_LIMIT_READ", "50/second")
+_rates = {"transfer": API_RATE_LIMIT_TRANSFER, "read": API_RATE_LIMIT_READ}
+for _scope, _rate in _rates.items():
+    if not security.is_valid_rate(_rate):
+        raise ImproperlyConfigured(f"API_RATE_LIMIT_{_scope.upper()} must look like 10/second or 600/minute")
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["transfers.api.throttling.ApiKeyRateThrottle"]
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = _rates
+
+# Replay records and rate counters must be seen by every web process: Redis
+# when configured, else a table in the database (`manage.py createcachetable`).
+CACHE_URL = os.environ.get("CACHE_URL") or os.environ.get("REDIS_URL", "")
+if CACHE_URL:
+    if not CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured("CACHE_URL / REDIS_URL must be a redis://, rediss:// or unix:// URL")
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+else:
+    CACHES = {
+        "default": {
+            # Django's, with expired rows removed as they expire (see the module).
+            "BACKEND": "transfer_site.cache.DatabaseCache",
+            "LOCATION": "django_cache",
+            # Past this many rows Django culls live entries too, replay records
+            # included: far above what one machine sees within a receive window.
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    }
+
+# --- OpenAPI ------------------------------------------------------------------
+# /api/schema/ (OpenAPI 3, drf-spectacular) and /api/docs/ (Swagger UI from
+# drf-spectacular-sidecar: no CDN). Both are public: they describe the
+# contract the README already publishes and read no user data; every call
+# made from the docs page still needs its X-API-Key.
+INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"]
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Internal transfer API",
+    "DESCRIPTION": (
+        "Moves an asset between a user's funding wallet and spot account, exactly once or not at all. "
+        "Amounts are decimal strings, never JSON numbers. Every 4xx answer is "
+        '`{"error": {"code": "...", "message": "..."}}` and changes nothing.'
+    ),
+    "VERSION": "1",
+    "SERVE_PUBLIC": True,
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_INCLUDE_SCHEMA": False,
+    "ENFORCE_NON_BLANK_FIELDS": True,  # blank strings are refused: say so (minLength 1)
+    "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "transfers.api.schema.forbid_additional_properties",
+    ],
+}
+
+# --- Operations ---------------------------------------------------------------
+# README "Support and operations"; docs/architecture.md "Timeline" and "Metrics".
+# /ready: each dependency check (database, ledger, Kafka, Celery broker) must answer within this.
+READY_CHECK_TIMEOUT_SECONDS = float(os.environ.get("READY_CHECK_TIMEOUT_SECONDS", "3"))
+# /metrics reads durable state at scrape time: the duration histogram covers the
+# transfers finished in this window; the stuck count stops at the scan limit;
+# Kafka lag is read from the brokers within the timeout.
+METRICS_DURATION_WINDOW_SECONDS = int(os.environ.get("METRICS_DURATION_WINDOW_SECONDS", "600"))
+METRICS_STUCK_SCAN_LIMIT = int(os.environ.get("METRICS_STUCK_SCAN_LIMIT", "10000"))
+METRICS_KAFKA_TIMEOUT_SECONDS = float(os.environ.get("METRICS_KAFKA_TIMEOUT_SECONDS", "2"))
+# Filesystem broker: an event or remote-control queue whose oldest message is
+# older than this has lost its reader (Flower stopped); beat removes it.
+CELERY_DEAD_QUEUE_SECONDS = float(os.environ.get("CELERY_DEAD_QUEUE_SECONDS", "300"))
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BEAT_SCHEDULE["prune-dead-broker-queues"] = {
+        "task": "operations.prune_dead_broker_queues",
+        "schedule": 60.0,
+    }
+
+# --- Benchmark ----------------------------------------------------------------
+# README "Benchmark". On: /api/v1/bench/bare, a bare authenticated DRF endpoint
+# the benchmark measures the transfer endpoint against. Never on in a deployment.
+BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
+# Performance knobs the benchmark tuned (docs/architecture.md "Performance").
+# Kafka producer linger: a publish waits at most this long for others to share its request.
+KAFKA_PRODUCER_LINGER_MS = int(os.environ.get("KAFKA_PRODUCER_LINGER_MS", "5"))
+# Kafka consumers: a fetch waits at most this long at the broker for new messages (kafka-python: 500)...
+KAFKA_CONSUMER_FETCH_MAX_WAIT_MS = int(os.environ.get("KAFKA_CONSUMER_FETCH_MAX_WAIT_MS", "25"))
+# ...and a batch gathers what arrives within this long after its first message (bridge, UBSCore).
+KAFKA_CONSUMER_LINGER_MS = int(os.environ.get("KAFKA_CONSUMER_LINGER_MS", "50"))
