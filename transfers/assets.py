@@ -1,0 +1,36 @@
+"""Reading an asset on the transfer request path."""
+
+from __future__ import annotations
+
+from django.db import connection
+
+from transfers.models import Asset
+
+_FIELDS = ("id", "code", "decimals", "maximum_transfer_minor", "transfers_enabled")
+_sql: dict[str, str] = {}
+
+
+def asset_by_code(code: object) -> Asset | None:
+    """The asset as it is now, or None: read on every request, since it may have been disabled a moment ago.
+
+    One plain SELECT written once (the query `Asset.objects.filter(code=...)` makes, without the ORM
+    building it again for every transfer request).
+    """
+    if not isinstance(code, str):
+        return None
+    sql = _sql.get(connection.vendor)
+    if sql is None:
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(Asset._meta.get_field(name).column) for name in _FIELDS)
+        sql = _sql[connection.vendor] = (
+            f"SELECT {columns} FROM {quote(Asset._meta.db_table)} "  # noqa: S608 - names from the model
+            f"WHERE {quote(Asset._meta.get_field('code').column)} = %s"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, (code,))
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    asset_id, asset_code, decimals, maximum, enabled = row
+    return Asset(id=asset_id, code=asset_code, decimals=decimals, maximum_transfer_minor=maximum,
+                 transfers_enabled=bool(enabled))
