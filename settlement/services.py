@@ -1,0 +1,37 @@
+"""Writes of settlement asked for by people (the admin), as opposed to the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.contenttypes.models import ContentType
+
+from settlement import saga
+from transfers.models import Transfer
+
+
+def redrive_for_staff(request_ids: Sequence[int], user, ports: saga.Ports | None = None) -> int:
+    """Re-drive transfers through the recovery task's own path; the admin log says who asked.
+
+    Only drives transfers on (reserve again, re-send the UBSCore operation):
+    it never sets a status or a balance. Finished transfers are left alone.
+    Returns how many were driven on.
+    """
+    unique = list(dict.fromkeys(int(request_id) for request_id in request_ids))
+    driven = saga.redrive_transfers(unique, ports, actor=f"admin:{user.get_username()}")
+    # LogEntry rows by id, not through model instances: with TRANSFER_STORE=scylla
+    # the transfers are not rows of this database.
+    content_type = ContentType.objects.get_for_model(Transfer)
+    LogEntry.objects.bulk_create(
+        LogEntry(
+            user_id=user.pk,
+            content_type_id=content_type.pk,
+            object_id=str(request_id),
+            object_repr=str(request_id),
+            action_flag=CHANGE,
+            change_message=f"Re-drive requested ({driven} of {len(unique)} selected were in flight and driven on).",
+        )
+        for request_id in unique
+    )
+    return driven

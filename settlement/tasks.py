@@ -1,0 +1,66 @@
+"""Celery tasks: the bridge hands Kafka messages to these; beat runs the re-drive.
+
+Tasks are idempotent (see settlement.saga), acknowledged late, and retried
+with exponential backoff; whatever still fails is picked up again by
+`settlement.redrive_stuck_transfers` from persisted state.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+
+from settlement import saga
+from transfer_site.messages import BalanceEvent, decode
+
+logger = logging.getLogger(__name__)
+
+_RETRY = {
+    "autoretry_for": (Exception,),
+    "retry_backoff": 0.5,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 50,
+}
+
+
+@shared_task(name="settlement.reserve_funding_to_spot", **_RETRY)
+def reserve_funding_to_spot(request_ids: list[str]) -> None:
+    """Reserve funds in the ledger and ask UBSCore to credit spot (funding -> spot)."""
+    saga.reserve_funding([int(request_id) for request_id in request_ids])
+
+
+@shared_task(name="settlement.settle_balance_events", bind=True, **_RETRY)
+def settle_balance_events(self, events_json: list[str]) -> None:
+    """Post or void the reserve (funding -> spot), or credit funding (spot -> funding)."""
+    events = [decode(raw.encode()) for raw in events_json]
+    retry_ids = set(saga.settle_balance_events([e for e in events if isinstance(e, BalanceEvent)]))
+    if retry_ids:
+        remaining = [raw for raw, event in zip(events_json, events, strict=True) if event.ref_id in retry_ids]
+        raise self.retry(args=[remaining], countdown=min(2**self.request.retries, 30))
+
+
+@shared_task(name="settlement.redrive_stuck_transfers")
+def redrive_stuck_transfers() -> int:
+    """Drive on transfers whose status has not moved for STUCK_TRANSFER_SECONDS."""
+    return saga.redrive_stuck_transfers(not_moved_for_ms=settings.STUCK_TRANSFER_SECONDS * 1000)
+
+
+@shared_task(name="settlement.reconcile_balances")
+def reconcile_balances() -> bool:
+    """Compare the ledger with UBSCore per asset; log an error for each difference."""
+    from settlement.reconcile import reconcile
+
+    clean = True
+    for result in reconcile(settle_seconds=settings.RECONCILE_SETTLE_SECONDS):
+        if not result.is_clean:
+            clean = False
+            logger.error(
+                "reconcile difference",
+                extra={"asset": result.asset_code, "spot_difference": str(result.spot_difference),
+                       "ledger_difference": str(result.ledger_difference),
+                       "pending_difference": str(result.pending_difference)},
+            )
+    return clean

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class UbscoreConfig(AppConfig):
+    name = "ubscore"
+    verbose_name = "UBSCore spot balances"
