@@ -1,0 +1,1 @@
+"""The benchmark the project keeps: `make bench` (README "Benchmark")."""

@@ -1,0 +1,661 @@
+"""`make bench`: the service's throughput and latency, measured in one run.
+
+    .venv/bin/python -m bench [--soak-minutes 10] [--smoke] [--profile] [--out bench/results]
+
+Starts the whole stack as real processes on free loopback ports
+(tests/e2e/stack.py: broker, UBSCore, bridge, Celery worker and beat,
+gunicorn), on the embedded defaults unless DATABASE_URL / LEDGER_BACKEND (and
+the other settings) say otherwise, creates users with keys and deposits, and
+measures, with load from a separate process (bench/loadgen.py):
+
+1. accept path: POST throughput and latency at a fixed concurrency, on the
+   transfer endpoint and on a bare authenticated DRF endpoint served by the
+   same server (BENCH_ENDPOINTS=1): the ratio is how close the service comes
+   to the framework's limit. The Celery worker is paused (SIGSTOP) meanwhile,
+   so settlement does not share the CPU with the API here.
+2. settlement: the transfers accepted in 1 are a backlog; the worker resumes
+   and they are driven from `pending` to `success`/`failed`: transfers per
+   second while it drains, against the raw throughput of the same ledger
+   backend driven directly in batches (bench/raw_ledger.py).
+3. end to end: open-loop POSTs at a steady rate (100/s), both directions
+   mixed; latency from the scheduled POST to the terminal status (the
+   record's updated_at_ms), and every transfer must end (none lost or stuck).
+4. memory: RSS of every process sampled through the run (and through an
+   optional soak at the end-to-end rate), start/end/max, growth flagged.
+
+Prints a table and writes JSON to bench/results/bench-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.memory import MemorySampler
+from tests.e2e.stack import ROOT, Stack, wait_until
+
+RESULTS_DIR = ROOT / "bench" / "results"
+TARGETS = {
+    "accept_ratio_min": 0.50,
+    "settlement_tps_min": 300.0,
+    "settlement_ratio_min": 0.25,
+    "e2e_p99_ms_max": 1000.0,
+}
+
+
+# --- small helpers ----------------------------------------------------------
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile (p99 of 100 values is the 99th smallest)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-int(fraction * 1000) * len(ordered) // 1000))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def latency_summary(values: list[float]) -> dict:
+    return {
+        "count": len(values),
+        "p50_ms": _round(percentile(values, 0.50)),
+        "p90_ms": _round(percentile(values, 0.90)),
+        "p99_ms": _round(percentile(values, 0.99)),
+        "max_ms": _round(max(values) if values else None),
+        "mean_ms": _round(statistics.fmean(values) if values else None),
+    }
+
+
+def _round(value: float | None, places: int = 1) -> float | None:
+    return None if value is None else round(value, places)
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine() -> dict:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as file:
+        model = next((line.split(":", 1)[1].strip() for line in file if line.startswith("model name")), "")
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "hostname": platform.node(),
+    }
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- the run ----------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.var_dir = Path(tempfile.mkdtemp(prefix="bench-", dir=args.var_dir))
+        passthrough = {k: os.environ[k] for k in ("WEB_WORKERS", "WEB_THREADS") if k in os.environ}
+        self.stack = Stack(
+            self.var_dir,
+            extra_env={
+                "BENCH_ENDPOINTS": "1",
+                # Many keys share the load; the limits are raised as well so a burst
+                # on one key is not refused (the throttle still runs on every call).
+                "API_RATE_LIMIT_TRANSFER": "100000/second",
+                "API_RATE_LIMIT_READ": "100000/second",
+                # The accept phase builds a backlog on purpose; it is not stuck.
+                "STUCK_TRANSFER_SECONDS": str(args.stuck_seconds),
+                "REDRIVE_INTERVAL_SECONDS": "10",
+                "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
+                **passthrough,
+            },
+        )
+        self.sampler = MemorySampler(self._roots, interval=args.memory_interval)
+        self.profiles: list[subprocess.Popen] = []
+        self.tag = f"b{int(time.time())}"
+        self.result: dict = {
+            "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": machine(),
+            "load_average_at_start": load_average(),
+            "settings": {},
+            "targets": TARGETS,
+        }
+
+    def _roots(self) -> dict[str, int]:
+        return {name: process.pid for name, process in self.stack.processes.items() if process.poll() is None}
+
+    # --- orchestration -----------------------------------------------------
+
+    def run(self) -> dict:
+        args = self.args
+        log(f"starting the stack in {self.var_dir}")
+        self.stack.start()
+        self.sampler.start()
+        self._django()
+        env = self.stack.env
+        self.result["settings"] = {
+            "database": self.database_vendor,
+            "ledger_backend": env.get("LEDGER_BACKEND", "sql"),
+            "transfer_store": env.get("TRANSFER_STORE", "orm"),
+            "message_bus": "kafka (Tansu, in memory)",
+            "celery_broker": env.get("CELERY_BROKER_URL", "filesystem://"),
+            "web_workers": env.get("WEB_WORKERS"),
+            "web_threads": env.get("WEB_THREADS", "4"),
+            "users": args.users,
+        }
+        try:
+            self.prepare()
+            phases = set(args.phases.split(","))
+            if "raw" in phases:
+                self.raw_ledger()
+            if "accept" in phases:
+                self.accept_and_settle()
+            if "e2e" in phases:
+                self.end_to_end("end_to_end", args.e2e_seconds)
+            if args.soak_minutes:
+                started = time.monotonic()
+                self.end_to_end("soak", args.soak_minutes * 60)
+                self.result["memory_soak"] = self.sampler.report(since=started)
+            self.reconcile()
+        finally:
+            self.sampler.sample()
+            self.sampler.stop()
+            self.result["memory"] = self.sampler.report(since=self.memory_since)
+            self.result["load_average_at_end"] = load_average()
+            for process in self.profiles:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(30)
+            log("stopping the stack")
+            self.stack.stop()
+            if not args.keep_var:
+                shutil.rmtree(self.var_dir, ignore_errors=True)
+        return self.result
+
+    def _django(self) -> None:
+        """This process reads results through the service's own store port."""
+        os.environ.update(self.stack.env, PROCESS_NAME="bench")
+        import django
+
+        django.setup()
+        from django.db import connection
+
+        from transfers.store import get_transfer_store
+
+        self.store = get_transfer_store()
+        self.database_vendor = connection.vendor
+        self.memory_since = time.monotonic()
+
+    def _python(self, module: str, *argv: str, timeout: float = 600) -> None:
+        subprocess.run(  # noqa: S603 - this interpreter, our modules
+            [sys.executable, "-m", module, *argv], cwd=ROOT, env=dict(self.stack.env, PROCESS_NAME="bench"),
+            check=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )
+
+    def _read_json(self, path: Path) -> dict:
+        with open(path) as file:
+            return json.load(file)
+
+    def prepare(self) -> None:
+        args = self.args
+        log(f"creating {args.users} users with keys and deposits")
+        out = self.var_dir / "users.json"
+        self._python("bench.prepare", str(args.users), str(args.first_user_id), args.asset, "1000000000", str(out))
+        self.keys = self._read_json(out)["keys"]
+
+    def raw_ledger(self) -> None:
+        args = self.args
+        log("raw ledger: settlement's ledger calls, driven directly in batches")
+        out = self.var_dir / "raw.json"
+        self.result["load_average_raw"] = load_average()
+        self._python("bench.raw_ledger", str(args.users), str(args.raw_seconds), args.raw_sizes, str(out))
+        raw = self._read_json(out)
+        best = max(raw["sizes"], key=lambda size: size["transfers_per_s"])
+        raw["best_transfers_per_s"] = best["transfers_per_s"]
+        raw["best_batch_size"] = best["batch_size"]
+        self.result["raw_ledger"] = raw
+
+    def load(self, name: str, **spec: object) -> dict:
+        spec = {
+            "base_url": self.stack.base_url,
+            "keys": self.keys,
+            "asset": self.args.asset,
+            "amount": self.args.amount,
+            "tag": f"{self.tag}-{name}",
+            **spec,
+        }
+        spec_path = self.var_dir / f"load-{name}.json"
+        out = self.var_dir / f"load-{name}.out.json"
+        spec_path.write_text(json.dumps(spec))
+        timeout = float(spec["duration"]) + 120
+        command = [sys.executable, "-m", "bench.loadgen", str(spec_path), str(out)]
+        subprocess.run(command, cwd=ROOT, check=True, timeout=timeout, stdin=subprocess.DEVNULL)  # noqa: S603
+        return self._read_json(out)
+
+    def _signal_worker(self, sig: int) -> None:
+        os.killpg(self.stack.processes["worker"].pid, sig)  # the worker and its pool
+
+    def accept_and_settle(self) -> None:
+        args = self.args
+        seconds, concurrency = args.accept_seconds, args.concurrency
+        log("accept path: settlement paused (Celery worker stopped with SIGSTOP)")
+        self._signal_worker(signal.SIGSTOP)
+        # Rounds of bare then transfer, `seconds` each in all: the machine's other load drifts, and
+        # alternating short slices lets both endpoints see the same share of it. Medians are reported.
+        rounds = max(1, args.accept_rounds)
+        slice_seconds = seconds / rounds
+        runs: dict[str, list[dict]] = {"bare": [], "transfer": []}
+        try:
+            self.load("warm-bare", path="/api/v1/bench/bare", mode="closed", concurrency=concurrency,
+                      duration=min(2.0, slice_seconds))
+            warm = self.load("warm-transfer", path="/api/v1/user/internal_transfer", mode="closed",
+                             concurrency=concurrency, duration=min(2.0, slice_seconds))
+            load_before = load_average()
+            self._profile("accept", ["web"], seconds * 2)
+            for number in range(rounds):
+                for name, path in (("bare", "/api/v1/bench/bare"), ("transfer", "/api/v1/user/internal_transfer")):
+                    since = self.sampler.mark()
+                    run = self.load(f"{name}-{number}", path=path, mode="closed", concurrency=concurrency,
+                                    duration=slice_seconds)
+                    run["cpu_seconds"] = self.sampler.cpu_seconds(since, self.sampler.mark())
+                    runs[name].append(run)
+            load_after = load_average()
+        except BaseException:
+            self._signal_worker(signal.SIGCONT)
+            raise
+        backlog = [int(row[0]) for run in [warm, *runs["transfer"]] for row in run["accepted"]]
+        bare, transfer = self._closed_summary(runs["bare"]), self._closed_summary(runs["transfer"])
+        self.result["accept"] = {
+            "concurrency": concurrency,
+            "seconds": seconds,
+            "rounds": rounds,
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+            "bare": bare,
+            "transfer": transfer,
+            "ratio": transfer["throughput_rps"] / bare["throughput_rps"] if bare["throughput_rps"] else None,
+            # The same comparison by the web server's CPU per request: steadier than throughput on a
+            # machine others use, since it does not depend on the share of the CPU the run got.
+            "cpu_ratio": (bare["web_cpu_ms_per_request"] / transfer["web_cpu_ms_per_request"]
+                          if transfer["web_cpu_ms_per_request"] else None),
+        }
+        log(f"settlement: draining a backlog of {len(backlog)} transfers")
+        wait_until(self._consumers_caught_up, 60, "the bridge and UBSCore to catch up", interval=0.5)
+        load_before = load_average()
+        since = self.sampler.mark()
+        resumed_ms = time.time() * 1000
+        self._signal_worker(signal.SIGCONT)
+        self._profile("settle", ["worker", "bridge", "ubscore"], min(seconds, 15))
+        records = self._wait_terminal(backlog, timeout=max(120.0, len(backlog) / 20))
+        cpu = self.sampler.cpu_seconds(since, self.sampler.mark())
+        finished = sorted(r.updated_at_ms for r in records.values() if r.status.is_terminal)
+        stuck = len(backlog) - len(finished)
+        total_s = (finished[-1] - resumed_ms) / 1000 if finished else None
+        steady = None
+        if len(finished) >= 20:
+            low, high = finished[len(finished) // 10], finished[(len(finished) * 9) // 10]
+            if high > low:
+                steady = (len(finished) * 8 // 10) / ((high - low) / 1000)
+        raw_best = self.result.get("raw_ledger", {}).get("best_transfers_per_s")
+        tps = steady or (len(finished) / total_s if total_s else 0.0)
+        self.result["settlement"] = {
+            "backlog": len(backlog),
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
+            "finished": len(finished),
+            "not_finished": stuck,
+            "statuses": self._status_counts(records),
+            "drain_seconds": total_s,
+            "drain_transfers_per_s": len(finished) / total_s if total_s else None,
+            "steady_transfers_per_s": steady,
+            "transfers_per_s": tps,
+            "raw_ledger_transfers_per_s": raw_best,
+            "ratio": tps / raw_best if raw_best else None,
+            "cpu_ms_per_transfer": {name: round(1000 * value / max(1, len(backlog)), 3)
+                                    for name, value in sorted(cpu.items())},
+        }
+
+    def _consumers_caught_up(self) -> bool:
+        """True once the bridge and UBSCore have consumed everything published so far (lag 0)."""
+        from operations.kafka_lag import consumer_lag
+        from transfer_site import topics
+
+        groups = {"settlement-bridge": [topics.TRANSFER_REQUESTS, topics.BALANCE_EVENTS],
+                  "ubscore": [topics.BALANCE_OPERATIONS]}
+        return all(lag == 0 for lag in consumer_lag(self.stack.kafka_bootstrap, groups, 5).values())
+
+    def end_to_end(self, name: str, seconds: float) -> None:
+        args = self.args
+        log(f"{name}: {args.e2e_rate}/s open loop for {seconds:.0f} s, both directions")
+        load_before = load_average()
+        if name == "soak":
+            self._profile("soak", ["web", "worker", "bridge", "ubscore"], 30)
+        else:
+            self._profile("e2e", ["web", "worker", "bridge", "ubscore"], min(seconds, 20))
+        since = self.sampler.mark()
+        load_started = time.monotonic()
+        run = self.load(name, path="/api/v1/user/internal_transfer", mode="open", rate=args.e2e_rate,
+                        duration=seconds, concurrency=256)
+        accepted = {int(row[0]): row for row in run["accepted"]}
+        records = self._wait_terminal(list(accepted), timeout=60)
+        cpu = self.sampler.cpu_seconds(since, self.sampler.mark())
+        latencies = [
+            record.updated_at_ms - accepted[request_id][1]
+            for request_id, record in records.items()
+            if record.status.is_terminal
+        ]
+        not_finished = sum(1 for record in records.values() if not record.status.is_terminal)
+        self.result[name] = {
+            "rate": args.e2e_rate,
+            "seconds": seconds,
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
+            "sent": run["sent"],
+            "answered": run["completed"],
+            "http_statuses": run["statuses"],
+            "client_errors": run["errors"],
+            "late_sends": run["late_sends"],
+            "accepted": len(accepted),
+            "lost": run["sent"] - len(accepted),  # sent but never accepted (no 202), or no record
+            "not_found": len(accepted) - len(records),
+            "stuck": not_finished,
+            "statuses": self._status_counts(records),
+            "post_latency": latency_summary(run["latencies_ms"]),
+            "cpu_ms_per_transfer": {name: round(1000 * value / max(1, len(accepted)), 3)
+                                    for name, value in sorted(cpu.items())},
+            "end_to_end_latency": latency_summary(latencies),
+        }
+        self.result[name]["lost"] += self.result[name]["not_found"]
+        if seconds >= 120:  # a soak: is it as fast at the end as at the start?
+            start = run["started_ms"]
+            minutes: dict[int, list[float]] = {}
+            for request_id, record in records.items():
+                if record.status.is_terminal:
+                    scheduled = accepted[request_id][1]
+                    minutes.setdefault(int((scheduled - start) // 60_000), []).append(record.updated_at_ms - scheduled)
+            self.result[name]["cpu_seconds_by_minute"] = {
+                str(minute): {k: round(v, 1) for k, v in sorted(self.sampler.cpu_seconds(
+                    load_started + 60 * minute, load_started + 60 * (minute + 1)).items())}
+                for minute in range(int(seconds // 60))
+            }
+            self.result[name]["by_minute"] = {
+                str(minute): {"accepted": len(values), **{k: v for k, v in latency_summary(values).items()
+                                                           if k in ("p50_ms", "p99_ms")}}
+                for minute, values in sorted(minutes.items())
+            }
+        self.result[name]["stages"] = self._stages(accepted, records)
+
+    def _stages(self, accepted: dict, records: dict, sample: int = 300) -> dict:
+        """Median ms from the scheduled POST to each step of the timeline, per direction (a sample)."""
+        offsets: dict[str, list[float]] = {}
+        for request_id in list(records)[:: max(1, len(records) // sample)][:sample]:
+            record = records[request_id]
+            scheduled = accepted[request_id][1]
+            seen = set()
+            for event in self.store.timeline(request_id):
+                step = event.kind.value
+                if step == "status_changed":
+                    step = f"status {event.detail.get('to')}"
+                key = f"{record.direction.value}: {step}"
+                if key not in seen:
+                    seen.add(key)
+                    offsets.setdefault(key, []).append(event.at_ms - scheduled)
+        return {key: _round(percentile(values, 0.5)) for key, values in sorted(offsets.items(),
+                key=lambda item: (item[0].split(":")[0], percentile(item[1], 0.5)))}
+
+    def reconcile(self) -> None:
+        result = self.stack.manage("reconcile", "--settle-seconds", "5", check=False)
+        self.result["reconcile"] = {"clean": result.returncode == 0, "output": result.stdout[-2000:]}
+
+    # --- reading results ---------------------------------------------------
+
+    def _wait_terminal(self, request_ids: list[int], timeout: float) -> dict:
+        """Wait until none of these is in flight (or the timeout); their records."""
+        from transfers.domain import IN_FLIGHT
+
+        deadline = time.monotonic() + timeout
+        remaining = list(request_ids)
+        while remaining and time.monotonic() < deadline:
+            # The (status, updated_at_ms) index answers "anything still in flight?" cheaply.
+            if not self.store.list_not_moved_since(IN_FLIGHT, 1 << 62, 1):
+                break
+            time.sleep(0.25)
+        records = {}
+        for start in range(0, len(request_ids), 500):
+            records.update(self.store.get_many(request_ids[start : start + 500]))
+        return records
+
+    @staticmethod
+    def _status_counts(records: dict) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for record in records.values():
+            counts[record.status.value] = counts.get(record.status.value, 0) + 1
+        return counts
+
+    @staticmethod
+    def _closed_summary(runs: list[dict]) -> dict:
+        """Median throughput of the rounds; latency percentiles over every request of them."""
+        statuses: dict[str, int] = {}
+        errors: dict[str, int] = {}
+        for run in runs:
+            for key, value in run["statuses"].items():
+                statuses[key] = statuses.get(key, 0) + value
+            for key, value in run["errors"].items():
+                errors[key] = errors.get(key, 0) + value
+        requests = sum(run["completed"] for run in runs)
+        cpu: dict[str, float] = {}
+        for run in runs:
+            for name, seconds in run.get("cpu_seconds", {}).items():
+                cpu[name] = cpu.get(name, 0.0) + seconds
+        return {
+            "web_cpu_ms_per_request": round(1000 * cpu.get("web", 0.0) / requests, 3) if requests else None,
+            "cpu_ms_per_request": {name: round(1000 * value / requests, 3) for name, value in cpu.items()}
+            if requests else {},
+            "requests": requests,
+            "throughput_rps": round(statistics.median(run["throughput_rps"] for run in runs), 1),
+            "rounds_rps": [round(run["throughput_rps"], 1) for run in runs],
+            "http_statuses": statuses,
+            "client_errors": errors,
+            "latency": latency_summary([x for run in runs for x in run["latencies_ms"]]),
+        }
+
+    # --- profiles ----------------------------------------------------------
+
+    def _profile(self, phase: str, names: list[str], seconds: float) -> None:
+        """py-spy (requirements-dev.txt) on these processes and their children, in the background."""
+        if not self.args.profile:
+            return
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        directory = Path(self.args.out) / "profiles" / self.tag
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            pid = self.stack.processes[name].pid
+            self.profiles.append(subprocess.Popen(  # noqa: S603 - py-spy from the venv
+                [py_spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "--rate", "97",
+                 "--duration", str(int(seconds)), "--gil", "--format", "raw", "--output",
+                 str(directory / f"{phase}-{name}.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))
+
+
+# --- reporting ----------------------------------------------------------------
+
+
+def verdicts(result: dict) -> dict:
+    accept, settle, e2e = result.get("accept", {}), result.get("settlement", {}), result.get("end_to_end", {})
+    memory = result.get("memory_soak") or result.get("memory") or []
+    return {
+        "accept": (accept.get("ratio") or 0) >= TARGETS["accept_ratio_min"],
+        "settlement": (settle.get("transfers_per_s") or 0) >= TARGETS["settlement_tps_min"]
+        and (settle.get("ratio") or 0) >= TARGETS["settlement_ratio_min"],
+        "end_to_end": e2e.get("end_to_end_latency", {}).get("p99_ms") is not None
+        and e2e["end_to_end_latency"]["p99_ms"] <= TARGETS["e2e_p99_ms_max"]
+        and e2e.get("lost") == 0 and e2e.get("stuck") == 0,
+        # The development broker (Tansu) keeps every message in memory by design: reported, not judged.
+        "memory_flat": bool(result.get("memory_soak"))
+        and not any(row["growing"] for row in memory if not row["process"].startswith("broker")),
+    }
+
+
+def table(result: dict) -> str:
+    m, s = result["machine"], result["settings"]
+    lines = [
+        f"Benchmark {result['timestamp']}  {m['cpu_count']} x {m['cpu_model']}  Python {m['python']}",
+        f"database {s.get('database')}, ledger {s.get('ledger_backend')}, store {s.get('transfer_store')}, "
+        f"bus {s.get('message_bus')}, celery {s.get('celery_broker')}, gunicorn {s.get('web_workers')} workers x "
+        f"{s.get('web_threads')} threads; load average at start {result['load_average_at_start']}",
+        "",
+    ]
+    ok = verdicts(result)
+
+    def mark(passed: bool) -> str:
+        return "ok" if passed else "MISS"
+
+    rows = [("stage", "figure", "measured", "limit / target", "verdict")]
+    accept = result.get("accept")
+    if accept:
+        bare, transfer = accept["bare"], accept["transfer"]
+        rows += [
+            ("accept", f"POST /s at concurrency {accept['concurrency']}", f"{transfer['throughput_rps']:.0f}/s",
+             f"bare endpoint {bare['throughput_rps']:.0f}/s", ""),
+            ("", "ratio to bare", f"{accept['ratio']:.0%}", f">= {TARGETS['accept_ratio_min']:.0%}",
+             mark(ok["accept"])),
+            ("", "latency p50 / p99", f"{transfer['latency']['p50_ms']} / {transfer['latency']['p99_ms']} ms",
+             f"bare {bare['latency']['p50_ms']} / {bare['latency']['p99_ms']} ms", ""),
+            ("", "web CPU per request (ratio)",
+             f"{transfer['web_cpu_ms_per_request']} ms ({(accept['cpu_ratio'] or 0):.0%})",
+             f"bare {bare['web_cpu_ms_per_request']} ms", ""),
+        ]
+    raw = result.get("raw_ledger")
+    if raw:
+        rows.append(("raw ledger", f"{raw['backend']}, settlement's calls in batches",
+                     f"{raw['best_transfers_per_s']:.0f} transfers/s",
+                     "batch " + ", ".join(f"{x['batch_size']}: {x['transfers_per_s']:.0f}/s" for x in raw["sizes"]),
+                     ""))
+    settle = result.get("settlement")
+    if settle:
+        rows += [
+            ("settlement", f"pending -> terminal /s, backlog {settle['backlog']}",
+             f"{settle['transfers_per_s']:.0f}/s", f">= {TARGETS['settlement_tps_min']:.0f}/s",
+             mark((settle["transfers_per_s"] or 0) >= TARGETS["settlement_tps_min"])),
+            ("", "ratio to raw ledger", f"{(settle['ratio'] or 0):.1%}", f">= {TARGETS['settlement_ratio_min']:.0%}",
+             mark((settle["ratio"] or 0) >= TARGETS["settlement_ratio_min"])),
+            ("", "CPU per transfer", " ".join(f"{k} {v:.2f}" for k, v in settle["cpu_ms_per_transfer"].items()
+                                              if v >= 0.01) + " ms", "", ""),
+            ("", "whole drain / not finished",
+             f"{settle['drain_seconds'] or 0:.1f} s / {settle['not_finished']}", "0 not finished",
+             mark(settle["not_finished"] == 0)),
+        ]
+    for name in ("end_to_end", "soak"):
+        e2e = result.get(name)
+        if not e2e:
+            continue
+        lat = e2e["end_to_end_latency"]
+        rows += [
+            (name.replace("_", " "), f"{e2e['rate']}/s open loop, {e2e['seconds']:.0f} s: p50 / p99",
+             f"{lat['p50_ms']} / {lat['p99_ms']} ms", f"p99 <= {TARGETS['e2e_p99_ms_max']:.0f} ms",
+             mark((lat["p99_ms"] or 1e9) <= TARGETS["e2e_p99_ms_max"])),
+            ("", "POST p50 / p99", f"{e2e['post_latency']['p50_ms']} / {e2e['post_latency']['p99_ms']} ms", "", ""),
+            ("", "sent / lost / stuck / failed",
+             f"{e2e['sent']} / {e2e['lost']} / {e2e['stuck']} / {e2e['statuses'].get('failed', 0)}", "0 lost, 0 stuck",
+             mark(e2e["lost"] == 0 and e2e["stuck"] == 0)),
+        ]
+    if "reconcile" in result:
+        rows.append(("reconcile", "ledger vs UBSCore per asset", "clean" if result["reconcile"]["clean"] else
+                     "DIFFERENT", "clean", mark(result["reconcile"]["clean"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    by_minute = result.get("soak", {}).get("by_minute")
+    if by_minute:
+        lines += ["", "soak, end to end by minute (accepted, p50 / p99 ms):"]
+        cpu = result["soak"].get("cpu_seconds_by_minute", {})
+        lines += [f"  minute {minute:>2}: {row['accepted']:>5}  {row['p50_ms']} / {row['p99_ms']}"
+                  + ("   CPU s: " + " ".join(f"{k} {v}" for k, v in cpu[minute].items() if v >= 0.1)
+                     if minute in cpu else "")
+                  for minute, row in by_minute.items()]
+    stages = result.get("end_to_end", {}).get("stages")
+    if stages:
+        lines += ["", "end to end, median ms from the POST to each step (a sample, from the transfers' timelines):"]
+        for key, value in stages.items():
+            lines.append(f"  {key:<45} {value}")
+    memory_key = "memory_soak" if result.get("memory_soak") else "memory"
+    memory = result.get(memory_key) or []
+    if memory:
+        window = "soak" if memory_key == "memory_soak" else "whole run (no soak: --soak-minutes 10 for the target)"
+        lines += ["", f"memory, RSS MiB over the {window}:"]
+        mem_rows = [("process", "pid", "start", "end", "max", "growth", "")]
+        for row in memory:
+            mem_rows.append((row["process"], str(row["pid"]), f"{row['start_mib']:.1f}", f"{row['end_mib']:.1f}",
+                             f"{row['max_mib']:.1f}", f"{row['growth_mib']:+.1f}",
+                             ("GROWING" if row["growing"] and memory_key == "memory_soak" else
+                              "grew (warm-up included)" if row["growing"] else "flat")
+                             + (" (in-memory dev broker: keeps every message)" if row["process"] == "broker" else "")))
+        mem_widths = [max(len(r[i]) for r in mem_rows) for i in range(7)]
+        for row in mem_rows:
+            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, mem_widths, strict=True)).rstrip())
+    lines += ["", f"load average at end {result.get('load_average_at_end')}"]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=200, help="users, each with a key and deposits (200)")
+    parser.add_argument("--first-user-id", type=int, default=int(time.time()) % 100_000 * 10_000 + 1)
+    parser.add_argument("--asset", default="USDT")
+    parser.add_argument("--amount", default="0.01", help="amount of every transfer")
+    parser.add_argument("--concurrency", type=int, default=16, help="accept path: connections (16)")
+    parser.add_argument("--accept-seconds", type=float, default=15.0, help="accept path: seconds per endpoint")
+    parser.add_argument("--accept-rounds", type=int, default=3, help="accept path: alternating slices (3)")
+    parser.add_argument("--raw-seconds", type=float, default=4.0, help="raw ledger: seconds per batch size")
+    parser.add_argument("--raw-sizes", default="100,1000,8000", help="raw ledger: batch sizes")
+    parser.add_argument("--e2e-rate", type=float, default=100.0, help="end to end: transfers per second (100)")
+    parser.add_argument("--e2e-seconds", type=float, default=30.0)
+    parser.add_argument("--soak-minutes", type=float, default=0.0,
+                        help="after the rest, keep the end-to-end load this long and check memory is flat")
+    parser.add_argument("--stuck-seconds", type=int, default=120,
+                        help="STUCK_TRANSFER_SECONDS of the stack: above the backlog's age, so the drain "
+                             "measures settlement, not the re-drive")
+    parser.add_argument("--memory-interval", type=float, default=1.0)
+    parser.add_argument("--phases", default="raw,accept,e2e", help="a subset to run, e.g. accept,e2e")
+    parser.add_argument("--profile", action="store_true", help="py-spy profiles of each phase (raw stacks)")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds of each phase (CI): checks it runs")
+    parser.add_argument("--out", default=str(RESULTS_DIR))
+    parser.add_argument("--var-dir", default=None, help="where the stack's files go (a temporary folder)")
+    parser.add_argument("--keep-var", action="store_true", help="keep the stack's files and logs")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.users, args.accept_seconds, args.raw_seconds, args.raw_sizes = 10, 2.0, 0.5, "100"
+        args.accept_rounds = 1
+        args.e2e_rate, args.e2e_seconds, args.concurrency = 20.0, 3.0, 4
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = Bench(args).run()
+    result["verdicts"] = verdicts(result)
+    result["arguments"] = {k: v for k, v in vars(args).items() if k not in ("var_dir",)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "smoke" if args.smoke else "bench"
+    path = out / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2, default=str))
+    print(table(result))
+    print(f"\nJSON: {path}")
+    return 0
