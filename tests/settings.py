@@ -1,0 +1,16 @@
+"""Settings for the test run: the service's own, with test-only adapters.
+
+Unit, contract and API tests publish to an in-memory bus and log to a
+temporary folder; end-to-end tests start real processes with the real
+settings (tests/e2e/stack.py).
+"""
+
+import tempfile
+from pathlib import Path
+
+from transfer_site.settings import *  # noqa: F403
+from transfer_site.settings import LOGGING
+
+MESSAGE_BUS = "memory"
+LOG_DIR = Path(tempfile.mkdtemp(prefix="transfer-tests-log-"))
+LOGGING["handlers"]["file"]["filename"] = str(LOG_DIR / "tests.log")

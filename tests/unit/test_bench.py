@@ -1,0 +1,134 @@
+"""The benchmark's own parts (bench/): statistics, memory flags, the load generator, the report."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from bench import loadgen
+from bench.memory import MemorySampler, summarize
+from bench.run import latency_summary, percentile, table, verdicts
+
+
+def test_percentile_is_nearest_rank():
+    values = list(range(1, 101))
+    assert percentile(values, 0.5) == 50
+    assert percentile(values, 0.99) == 99
+    assert percentile([7.0], 0.99) == 7.0
+    assert percentile([], 0.5) is None
+    assert latency_summary([])["p99_ms"] is None
+
+
+def test_flat_memory_is_not_flagged_and_growth_is():
+    flat = summarize("web", 1, [100 * 1024] * 30 + [101 * 1024] * 30)
+    growing = summarize("web", 1, [100 * 1024 + i * 1024 for i in range(60)])
+    assert not flat["growing"]
+    assert growing["growing"] and growing["growth_mib"] > 40
+
+
+def test_the_sampler_follows_a_process_and_its_cpu():
+    # A child of its own, not the test runner: the runner may have children
+    # left by other tests, which the sampler would rightly follow too.
+    busy = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nsum(i * i for i in range(3_000_000))\nprint('done', flush=True)\ntime.sleep(30)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        sampler = MemorySampler(lambda: {"busy": busy.pid}, interval=60)
+        since = sampler.mark()
+        assert busy.stdout.readline().strip() == "done"
+        until = sampler.mark()
+        (row,) = sampler.report()
+        assert row["process"] == "busy" and row["pid"] == busy.pid and row["max_mib"] > 0
+        assert sampler.cpu_seconds(since, until)["busy"] > 0.01
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+class _Answer(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen: list[dict] = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Answer.seen.append(body)
+        payload = json.dumps({"request_id": str(len(_Answer.seen))}).encode()
+        self.send_response(202)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    _Answer.seen = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def spec(base_url: str, **extra) -> dict:
+    return {"base_url": base_url, "path": "/api/v1/user/internal_transfer", "keys": [[1, "itk_a_b"], [2, "itk_c_d"]],
+            "asset": "USDT", "amount": "0.01", "tag": "t", **extra}
+
+
+def test_closed_loop_sends_both_directions_with_client_ids(server):
+    result = asyncio.run(loadgen.LoadGenerator(spec(server, mode="closed", concurrency=2, duration=5,
+                                                    max_requests=10)).run())
+    assert result["completed"] == 10 and result["statuses"] == {"202": 10}
+    assert len(result["accepted"]) == 10
+    sources = {body["from_account"]["account_type"] for body in _Answer.seen}
+    assert sources == {"funding", "spot"}
+    assert sorted(body["client_transfer_id"] for body in _Answer.seen) == sorted(f"t-{i}" for i in range(10))
+
+
+def test_open_loop_keeps_its_schedule(server):
+    result = asyncio.run(loadgen.LoadGenerator(spec(server, mode="open", rate=50, duration=0.4,
+                                                    concurrency=8)).run())
+    assert result["sent"] == 20 and result["completed"] == 20
+    scheduled = sorted(row[1] for row in result["accepted"])
+    gaps = [b - a for a, b in itertools.pairwise(scheduled)]
+    assert all(abs(gap - 20) < 1 for gap in gaps)  # one every 1/50 s, whatever the answers
+
+
+def test_load_goes_to_loopback_only():
+    with pytest.raises(SystemExit):
+        loadgen.LoadGenerator(spec("http://10.0.0.1:8000", mode="closed", concurrency=1, duration=1))
+
+
+def test_the_report_prints_every_stage_and_the_verdicts():
+    latency = {"p50_ms": 10.0, "p99_ms": 20.0}
+    result = {
+        "timestamp": "2026-01-01T00:00:00+00:00", "load_average_at_start": [1, 1, 1], "load_average_at_end": [1, 1, 1],
+        "machine": {"cpu_count": 2, "cpu_model": "x", "python": "3.11"},
+        "settings": {"database": "sqlite", "ledger_backend": "sql"},
+        "accept": {"concurrency": 16, "ratio": 0.6, "cpu_ratio": 0.55,
+                   "bare": {"throughput_rps": 500.0, "latency": latency, "web_cpu_ms_per_request": 2.0},
+                   "transfer": {"throughput_rps": 300.0, "latency": latency, "web_cpu_ms_per_request": 3.6}},
+        "raw_ledger": {"backend": "SqlFundingLedger", "best_transfers_per_s": 1000.0,
+                       "sizes": [{"batch_size": 100, "transfers_per_s": 1000.0}]},
+        "settlement": {"backlog": 1000, "transfers_per_s": 400.0, "ratio": 0.4, "drain_seconds": 2.5,
+                       "not_finished": 0, "cpu_ms_per_transfer": {"worker": 1.5}},
+        "end_to_end": {"rate": 100, "seconds": 30, "end_to_end_latency": {"p50_ms": 100.0, "p99_ms": 400.0},
+                       "post_latency": latency, "sent": 3000, "lost": 0, "stuck": 0, "statuses": {"success": 3000}},
+        "memory": [summarize("web", 1, [100 * 1024] * 10)],
+    }
+    assert verdicts(result) == {"accept": True, "settlement": True, "end_to_end": True, "memory_flat": False}
+    text = table(result)
+    for words in ("accept", "raw ledger", "settlement", "end to end", "memory", "60%", "400/s"):
+        assert words in text
