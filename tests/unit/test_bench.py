@@ -33,11 +33,14 @@ def test_flat_memory_is_not_flagged_and_growth_is():
     assert growing["growing"] and growing["growth_mib"] > 40
 
 
+_BUSY_THEN_IDLE = "import time\nsum(i * i for i in range(3_000_000))\nprint('done', flush=True)\ntime.sleep(30)"
+
+
 def test_the_sampler_follows_a_process_and_its_cpu():
     # A child of its own, not the test runner: the runner may have children
     # left by other tests, which the sampler would rightly follow too.
     busy = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nsum(i * i for i in range(3_000_000))\nprint('done', flush=True)\ntime.sleep(30)"],
+        [sys.executable, "-c", _BUSY_THEN_IDLE],
         stdout=subprocess.PIPE,
         text=True,
     )
