@@ -24,7 +24,7 @@ from transfer_site.messages import BalanceOperationStatus
 from transfers.domain import IN_FLIGHT, Direction
 from transfers.models import Asset
 from transfers.store import TransferStore, get_transfer_store
-from ubscore.selectors import operation_result, spot_total_by_asset
+from ubscore.selectors import operation_results, spot_total_by_asset
 
 IN_FLIGHT_SCAN_LIMIT = 100_000
 
@@ -82,8 +82,9 @@ def _reconcile_once(ledger: FundingLedger, store: TransferStore) -> list[AssetRe
     in_flight = store.list_not_moved_since(IN_FLIGHT, _now_ms() + 1, IN_FLIGHT_SCAN_LIMIT)
     to_spot: dict[int, int] = {}
     to_funding: dict[int, int] = {}
+    answers = operation_results(record.request_id for record in in_flight)
     for record in in_flight:
-        answer = operation_result(record.request_id)
+        answer = answers.get(record.request_id)
         if answer is None or answer.status != BalanceOperationStatus.APPLIED:
             continue
         bucket = to_spot if record.direction is Direction.FUNDING_TO_SPOT else to_funding

@@ -49,18 +49,31 @@ def redrive_stuck_transfers() -> int:
 
 
 @shared_task(name="settlement.reconcile_balances")
-def reconcile_balances() -> bool:
-    """Compare the ledger with UBSCore per asset; log an error for each difference."""
+def reconcile_balances(second_look: bool = False) -> bool | None:
+    """Compare the ledger with UBSCore per asset; log an error for each difference that stays.
+
+    The system moves between the reads, so a first look that differs is looked
+    at again RECONCILE_SETTLE_SECONDS later by a task scheduled for then, not
+    by sleeping here: under load a first look usually differs, and a sleep
+    would hold a settlement worker for those seconds. Returns True (clean),
+    False (different on the last look) or None (a second look is scheduled).
+    """
     from settlement.reconcile import reconcile
 
-    clean = True
-    for result in reconcile(settle_seconds=settings.RECONCILE_SETTLE_SECONDS):
+    results = reconcile()
+    if all(result.is_clean for result in results):
+        return True
+    settle_seconds = settings.RECONCILE_SETTLE_SECONDS
+    if not second_look and settle_seconds > 0:
+        reconcile_balances.apply_async(kwargs={"second_look": True}, countdown=settle_seconds)
+        logger.info("reconcile: the first look differs; looking again in %s s", settle_seconds)
+        return None
+    for result in results:
         if not result.is_clean:
-            clean = False
             logger.error(
                 "reconcile difference",
                 extra={"asset": result.asset_code, "spot_difference": str(result.spot_difference),
                        "ledger_difference": str(result.ledger_difference),
                        "pending_difference": str(result.pending_difference)},
             )
-    return clean
+    return False

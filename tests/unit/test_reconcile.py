@@ -94,3 +94,20 @@ def test_beat_task_reports_whether_the_books_are_clean(ports, settings):
     assert reconcile_balances() is True
     apply_operations([BalanceOperation(ref_id=79, operation="Deposit", user_id=USER, asset_id=USDT, amount=5)])
     assert reconcile_balances() is False
+
+
+def test_beat_task_looks_again_later_instead_of_sleeping(ports, settings, monkeypatch):
+    from settlement import tasks
+
+    settings.RECONCILE_SETTLE_SECONDS = 7
+    scheduled = []
+    monkeypatch.setattr(tasks.reconcile_balances, "apply_async",
+                        lambda **options: scheduled.append(options))
+    deposit_to_funding(USER, USDT, 100, reference=15)
+    assert tasks.reconcile_balances() is True and scheduled == []
+    apply_operations([BalanceOperation(ref_id=80, operation="Deposit", user_id=USER, asset_id=USDT, amount=5)])
+
+    assert tasks.reconcile_balances() is None  # undecided: the second look is scheduled, not slept for
+    assert scheduled == [{"kwargs": {"second_look": True}, "countdown": 7}]
+    assert tasks.reconcile_balances(second_look=True) is False  # still different: reported
+    assert len(scheduled) == 1

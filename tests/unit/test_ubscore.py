@@ -5,8 +5,9 @@ import random
 import pytest
 
 from transfer_site.messages import BalanceEvent, BalanceOperation
+from ubscore import selectors as ubscore_selectors
 from ubscore.models import AppliedOperation, SpotBalance
-from ubscore.selectors import operation_result, spot_balances_of_user, spot_total_by_asset
+from ubscore.selectors import operation_result, operation_results, spot_balances_of_user, spot_total_by_asset
 from ubscore.services import INSUFFICIENT_BALANCE, apply_operations
 
 pytestmark = pytest.mark.django_db
@@ -240,6 +241,18 @@ def test_operation_result(user_id, next_ref):
     apply_operations([credit, out])
     assert operation_result(credit.ref_id) == applied(credit)
     assert operation_result(out.ref_id) == rejected(out)
+
+
+def test_operation_results_answers_many_in_chunks(user_id, next_ref, monkeypatch):
+    monkeypatch.setattr(ubscore_selectors, "_IN_CHUNK", 2)  # several chunks from a few ids
+    credits = [op(next_ref(), "TransferIn", user_id, 10 + n) for n in range(3)]
+    out = op(next_ref(), "TransferOut", user_id, 10_000)  # more than the user holds
+    answers = apply_operations([*credits, out])
+    never_sent = next_ref()
+    results = operation_results([never_sent, *(o.ref_id for o in credits), out.ref_id])
+    assert results == {answer.ref_id: answer for answer in answers}
+    assert results[out.ref_id] == rejected(out)
+    assert operation_results([]) == {}
 
 
 def test_operation_result_is_the_answer_apply_gave(user_id, next_ref):
