@@ -14,3 +14,9 @@ from transfer_site.settings import LOGGING
 MESSAGE_BUS = "memory"
 LOG_DIR = Path(tempfile.mkdtemp(prefix="transfer-tests-log-"))
 LOGGING["handlers"]["file"]["filename"] = str(LOG_DIR / "tests.log")
+
+# One database in unit, contract and API tests: pytest-django sets up the test
+# database of `default` only. The end-to-end tests run the real settings, with
+# the SQLite cache in its own file (transfer_site/routers.py).
+DATABASES.pop("cache", None)  # noqa: F405
+DATABASE_ROUTERS = []

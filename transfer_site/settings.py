@@ -12,6 +12,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from transfer_site import security
+from transfer_site.routers import CACHE_DATABASE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -290,6 +291,15 @@ else:
             "OPTIONS": {"MAX_ENTRIES": 100_000},
         }
     }
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" and DATABASES["default"]["NAME"] != ":memory:":
+        # On SQLite the cache gets a file of its own beside the database, so its two writes per
+        # API call never wait for the transfer writes' lock (transfer_site/routers.py).
+        # `createcachetable --database cache` creates its table.
+        DATABASES[CACHE_DATABASE] = {
+            **DATABASES["default"],
+            "NAME": str(Path(DATABASES["default"]["NAME"]).with_name("cache.sqlite3")),
+        }
+        DATABASE_ROUTERS = ["transfer_site.routers.CacheDatabaseRouter"]
 
 # --- OpenAPI ------------------------------------------------------------------
 # /api/schema/ (OpenAPI 3, drf-spectacular) and /api/docs/ (Swagger UI from

@@ -29,6 +29,7 @@ ENV_NAMES = [
     "CACHE_URL",
     "REDIS_URL",
     "SCYLLA_HOSTS",
+    "DATABASE_URL",
 ]
 
 
@@ -154,6 +155,21 @@ def test_the_default_cache_is_the_database_table(load_settings):
     # Django's database cache, removing expired rows as they expire (transfer_site/cache.py).
     assert cache["BACKEND"] == "transfer_site.cache.DatabaseCache"
     assert cache["LOCATION"] == "django_cache"
+
+
+def test_on_sqlite_the_cache_table_has_a_file_of_its_own(load_settings, tmp_path):
+    loaded = load_settings()
+    assert loaded["DATABASES"]["default"]["NAME"] == str(tmp_path / "db.sqlite3")
+    assert loaded["DATABASES"]["cache"]["NAME"] == str(tmp_path / "cache.sqlite3")
+    assert loaded["DATABASES"]["cache"]["OPTIONS"] == loaded["DATABASES"]["default"]["OPTIONS"]  # WAL, IMMEDIATE
+    assert loaded["DATABASE_ROUTERS"] == ["transfer_site.routers.CacheDatabaseRouter"]
+
+
+@pytest.mark.parametrize("env", [{"DATABASE_URL": "postgres://u@127.0.0.1:5432/x"}, {"REDIS_URL": "redis://h:6379/0"}])
+def test_one_database_on_postgresql_or_with_redis(load_settings, env):
+    loaded = load_settings(**env)
+    assert set(loaded["DATABASES"]) == {"default"}
+    assert loaded.get("DATABASE_ROUTERS", []) == []
 
 
 @pytest.mark.parametrize("name", ["REDIS_URL", "CACHE_URL"])
