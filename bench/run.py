@@ -50,7 +50,8 @@ from bench.memory import MemorySampler
 from tests.e2e.stack import ROOT, Stack
 
 RESULTS_DIR = ROOT / "bench" / "results"
-# The stages downstream of the API, paused while the accept path is measured.
+# The stages downstream of the API, paused while the accept path is measured
+# (with --accept-alongside only the worker: the bridge and UBSCore share the CPU).
 PIPELINE = ("worker", "bridge", "ubscore")
 TARGETS = {
     "accept_ratio_min": 0.50,
@@ -133,6 +134,7 @@ class Bench:
         )
         self.sampler = MemorySampler(self._roots, interval=args.memory_interval)
         self.profiles: list[subprocess.Popen] = []
+        self.paused = ("worker",) if args.accept_alongside else PIPELINE
         self.tag = f"b{int(time.time())}"
         self.result: dict = {
             "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -267,13 +269,13 @@ class Bench:
                           duration=max(10.0, missing / 50), max_requests=missing)]
 
     def _signal_pipeline(self, sig: int) -> None:
-        for name in PIPELINE:
+        for name in self.paused:
             os.killpg(self.stack.processes[name].pid, sig)  # each process and its children
 
     def accept_and_settle(self) -> None:
         args = self.args
         seconds, concurrency = args.accept_seconds, args.concurrency
-        log(f"accept path: {', '.join(PIPELINE)} paused (SIGSTOP)")
+        log(f"accept path: {', '.join(self.paused)} paused (SIGSTOP)")
         self._signal_pipeline(signal.SIGSTOP)
         # Rounds of bare then transfer, `seconds` each in all: the machine's other load drifts, and
         # alternating short slices lets both endpoints see the same share of it. Medians are reported.
@@ -303,7 +305,7 @@ class Bench:
         bare, transfer = self._closed_summary(runs["bare"]), self._closed_summary(runs["transfer"])
         self.result["accept"] = {
             "concurrency": concurrency,
-            "paused_meanwhile": list(PIPELINE),
+            "paused_meanwhile": list(self.paused),
             "seconds": seconds,
             "rounds": rounds,
             "load_average_before": load_before,
@@ -638,6 +640,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=16, help="accept path: connections (16)")
     parser.add_argument("--accept-seconds", type=float, default=15.0, help="accept path: seconds per endpoint")
     parser.add_argument("--accept-rounds", type=int, default=3, help="accept path: alternating slices (3)")
+    parser.add_argument("--accept-alongside", action="store_true",
+                        help="accept path: keep the bridge and UBSCore running (the API sharing its host)")
     parser.add_argument("--settle-backlog", type=int, default=20000,
                         help="settlement: transfers waiting when the pipeline resumes (20000)")
     parser.add_argument("--raw-seconds", type=float, default=4.0, help="raw ledger: seconds per batch size")
