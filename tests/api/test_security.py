@@ -8,6 +8,7 @@ import re
 import time
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.db import DatabaseError, connection
 from django.urls import URLPattern, URLResolver, get_resolver
@@ -426,6 +427,13 @@ def test_a_replayed_read_is_refused(client, secret):
     assert_error(send(client, "GET", BALANCES_URL, headers=headers), 401, "signature_replayed")
 
 
+needs_the_database_cache = pytest.mark.skipif(
+    settings.CACHES["default"]["BACKEND"] != "transfer_site.cache.DatabaseCache",
+    reason="reads the database cache's table; the cache is Redis (CACHE_URL is set)",
+)
+
+
+@needs_the_database_cache
 def test_the_replay_record_is_in_the_shared_database_cache(client, secret):
     headers = signature_headers(secret, "GET", BALANCES_URL)
     assert send(client, "GET", BALANCES_URL, headers=headers).status_code == 200
@@ -566,12 +574,33 @@ def test_retry_after_counts_to_the_end_of_the_window(rates, clock, client):
     assert_rate_limited(client.post(CREATE_URL, transfer_body(), format="json"), "45")
 
 
+@needs_the_database_cache
 def test_the_counters_are_in_the_shared_database_cache(rates, client, issued):
     client.get(BALANCES_URL)
     prefix = issued.key.split("_")[1]
     with connection.cursor() as cursor:
         cursor.execute("SELECT COUNT(*) FROM django_cache WHERE cache_key LIKE %s", [f"%throttle:read:{prefix}:%"])
         assert cursor.fetchone()[0] == 1
+
+
+def test_a_counted_call_writes_the_cache_once_after_the_first_of_its_window(rates, client, monkeypatch):
+    rates(read="100/second")
+    writes = []
+    real_cache = throttling.cache
+
+    class CountingCache:
+        def add(self, *args, **kwargs):
+            writes.append("add")
+            return real_cache.add(*args, **kwargs)
+
+        def incr(self, *args, **kwargs):
+            writes.append("incr")
+            return real_cache.incr(*args, **kwargs)
+
+    monkeypatch.setattr(throttling, "cache", CountingCache())
+    assert [client.get(BALANCES_URL).status_code for _ in range(3)] == [200, 200, 200]
+    # The first call finds no counter and creates it; the next ones only increment it.
+    assert writes == ["incr", "add", "incr", "incr"]
 
 
 def test_without_the_rate_limit_cache_requests_are_refused_not_let_through(

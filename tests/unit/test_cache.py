@@ -56,3 +56,29 @@ def test_purges_are_at_most_once_a_second_per_process():
     assert ":1:old" in rows()
     assert cache.get("old") is None  # expired entries stay invisible meanwhile
     assert cache.add("old", 2, timeout=60) and cache.get("old") == 2
+
+
+def expires_of(key: str) -> object:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT expires FROM django_cache WHERE cache_key = %s", [cache.make_key(key)])
+        return cursor.fetchone()[0]
+
+
+def test_incr_counts_and_keeps_the_entry_expiry():
+    assert cache.add("counter", 1, timeout=2)
+    expires = expires_of("counter")
+    assert cache.incr("counter") == 2
+    assert cache.incr("counter", 5) == 7
+    assert cache.get("counter") == 7
+    assert expires_of("counter") == expires  # not the default timeout (Django's incr would set 300 s)
+
+
+def test_incr_of_a_missing_or_expired_entry_raises_value_error():
+    with pytest.raises(ValueError):
+        cache.incr("never-set")
+    past = connection.ops.adapt_datetimefield_value(timezone.now() - datetime.timedelta(seconds=5))
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO django_cache (cache_key, value, expires) VALUES (%s, %s, %s)",
+                       [cache.make_key("gone"), "gAVLAS4=", past])  # pickled 1, expired
+    with pytest.raises(ValueError):
+        cache.incr("gone")
