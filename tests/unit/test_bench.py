@@ -60,10 +60,12 @@ def test_the_sampler_follows_a_process_and_its_cpu():
 class _Answer(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     seen: list[dict] = []
+    client_ports: list[int] = []  # the client's port of each request: one per connection
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Answer.seen.append(body)
+        _Answer.client_ports.append(self.client_address[1])
         payload = json.dumps({"request_id": str(len(_Answer.seen))}).encode()
         self.send_response(202)
         self.send_header("Content-Type", "application/json")
@@ -78,6 +80,7 @@ class _Answer(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     _Answer.seen = []
+    _Answer.client_ports = []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -98,6 +101,15 @@ def test_closed_loop_sends_both_directions_with_client_ids(server):
     sources = {body["from_account"]["account_type"] for body in _Answer.seen}
     assert sources == {"funding", "spot"}
     assert sorted(body["client_transfer_id"] for body in _Answer.seen) == sorted(f"t-{i}" for i in range(10))
+
+
+def test_closed_loop_makes_its_connections_anew_every_recycle_after_requests(server):
+    result = asyncio.run(loadgen.LoadGenerator(spec(server, mode="closed", concurrency=1, duration=5,
+                                                    max_requests=12, recycle_after=5)).run())
+    assert result["completed"] == 12
+    # One connection at a time: requests 1-5, 6-10 and 11-12 each came over a connection of their own.
+    runs = [len(list(group)) for _, group in itertools.groupby(_Answer.client_ports)]
+    assert runs == [5, 5, 2]
 
 
 def test_open_loop_keeps_its_schedule(server):
