@@ -73,8 +73,8 @@ class KafkaMessageBus(MessageBus):
                 self._producer = KafkaProducer(
                     bootstrap_servers=self._bootstrap_servers,
                     acks="all",
-                    # Messages sent within this window (by the threads of a web worker) go
-                    # in one produce request: less CPU per message in kafka-python.
+                    # 0 (the default): while a batch lingers, kafka-python's sender thread
+                    # wakes again and again; sends made meanwhile still share a request.
                     linger_ms=settings.KAFKA_PRODUCER_LINGER_MS,
                     retries=5,
                     max_in_flight_requests_per_connection=1,  # keep per-key order under retries

@@ -356,7 +356,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
 # Performance knobs the benchmark tuned (docs/architecture.md "Performance").
 # Kafka producer linger: a publish waits at most this long for others to share its request.
-KAFKA_PRODUCER_LINGER_MS = int(os.environ.get("KAFKA_PRODUCER_LINGER_MS", "5"))
+# 0: messages sent while a request is in flight share the next one anyway, and a linger
+# made kafka-python's sender thread spin (docs/architecture.md "Performance").
+KAFKA_PRODUCER_LINGER_MS = int(os.environ.get("KAFKA_PRODUCER_LINGER_MS", "0"))
 # Kafka consumers: a fetch waits at most this long at the broker for new messages (kafka-python: 500)...
 KAFKA_CONSUMER_FETCH_MAX_WAIT_MS = int(os.environ.get("KAFKA_CONSUMER_FETCH_MAX_WAIT_MS", "25"))
 # ...and a batch gathers what arrives within this long after its first message (bridge, UBSCore).
