@@ -134,6 +134,7 @@ class Bench:
         )
         self.sampler = MemorySampler(self._roots, interval=args.memory_interval)
         self.profiles: list[subprocess.Popen] = []
+        self.accept_profiles: dict[str, list[Path]] = {"bare": [], "transfer": []}  # the web's, per slice
         self.paused = ("worker",) if args.accept_alongside else PIPELINE
         self.tag = f"b{int(time.time())}"
         self.result: dict = {
@@ -188,6 +189,7 @@ class Bench:
             for process in self.profiles:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(30)
+            self._compare_accept_profiles()
             log("stopping the stack")
             self.stack.stop()
             if not args.keep_var:
@@ -288,9 +290,11 @@ class Bench:
             warm = self.load("warm-transfer", path="/api/v1/user/internal_transfer", mode="closed",
                              concurrency=concurrency, duration=min(2.0, slice_seconds))
             load_before = load_average()
-            self._profile("accept", ["web", "bridge", "ubscore"], seconds * 2)
+            # Each slice profiled on its own: the two endpoints' profiles compared per request (--profile).
+            profiled = [name for name in ("web", "bridge", "ubscore") if name not in self.paused]
             for number in range(rounds):
                 for name, path in (("bare", "/api/v1/bench/bare"), ("transfer", "/api/v1/user/internal_transfer")):
+                    self.accept_profiles[name] += self._profile(f"accept-{name}-{number}", profiled, slice_seconds)
                     since = self.sampler.mark()
                     run = self.load(f"{name}-{number}", path=path, mode="closed", concurrency=concurrency,
                                     duration=slice_seconds)
@@ -492,21 +496,42 @@ class Bench:
 
     # --- profiles ----------------------------------------------------------
 
-    def _profile(self, phase: str, names: list[str], seconds: float) -> None:
-        """py-spy (requirements-dev.txt) on these processes and their children, in the background."""
+    def _profile(self, phase: str, names: list[str], seconds: float) -> list[Path]:
+        """py-spy (requirements-dev.txt) on these processes and their children, in the background.
+
+        Returns the web server's profile file, if it is one of `names` and --profile is on.
+        """
         if not self.args.profile:
-            return
+            return []
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         directory = Path(self.args.out) / "profiles" / self.tag
         directory.mkdir(parents=True, exist_ok=True)
+        web = []
         for name in names:
             pid = self.stack.processes[name].pid
+            output = directory / f"{phase}-{name}.txt"
             self.profiles.append(subprocess.Popen(  # noqa: S603 - py-spy from the venv
                 [py_spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "--rate", "97",
-                 "--duration", str(int(seconds)), "--gil", "--format", "raw", "--output",
-                 str(directory / f"{phase}-{name}.txt")],
+                 "--duration", str(max(1, int(seconds))), "--gil", "--format", "raw", "--output", str(output)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))
+            if name == "web":
+                web.append(output)
+        return web
+
+    def _compare_accept_profiles(self) -> None:
+        """accept-web-per-request.txt: what the web server spends per transfer request beyond a bare one."""
+        accept = self.result.get("accept")
+        profiles = {name: [path for path in paths if path.exists()] for name, paths in self.accept_profiles.items()}
+        if not accept or not profiles["bare"] or not profiles["transfer"]:
+            return
+        from bench.profile_summary import compare
+
+        text = compare(profiles["transfer"], accept["transfer"]["requests"],
+                       profiles["bare"], accept["bare"]["requests"])
+        path = profiles["transfer"][0].parent / "accept-web-per-request.txt"
+        path.write_text("transfer (this) against bare (base), py-spy --gil samples of the web server\n" + text + "\n")
+        log(f"accept profiles compared per request: {path}")
 
 
 # --- reporting ----------------------------------------------------------------

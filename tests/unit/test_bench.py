@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bench import loadgen
+from bench import loadgen, profile_summary
 from bench.memory import MemorySampler, summarize
 from bench.run import latency_summary, percentile, table, verdicts
 
@@ -147,3 +147,34 @@ def test_the_report_prints_every_stage_and_the_verdicts():
     text = table(result)
     for words in ("accept", "raw ledger", "settlement", "end to end", "memory", "60%", "400/s"):
         assert words in text
+
+
+def write_profile(path, stacks: dict[str, int]) -> str:
+    path.write_text("".join(f"process 1:python;thread (0x1);{stack} {count}\n" for stack, count in stacks.items()))
+    return str(path)
+
+
+def test_profiles_are_compared_per_request_not_by_share(tmp_path):
+    dispatch = "dispatch (rest_framework/views.py:10)"
+    auth = "authenticate (/work/main/transfers/api/authentication.py:48)"
+    transfer = write_profile(tmp_path / "transfer.txt", {
+        f"{dispatch};{auth}": 100,
+        f"{dispatch};post (/work/main/transfers/api/views.py:53);publish_many (/work/main/transfer_site/bus.py:93)": 60,
+        f"{dispatch};post (/work/main/transfers/api/views.py:53)": 40,
+    })
+    bare = write_profile(tmp_path / "bare.txt", {f"{dispatch};{auth}": 180, f"{dispatch}": 20})
+
+    costs, total = profile_summary.per_request([transfer], requests=100)
+    assert total == 2.0
+    assert costs["publish_many (transfer_site/bus.py)"] == 0.6
+    assert costs["dispatch (rest_framework/views.py)"] == 2.0  # inclusive: counted once per sample
+
+    # The same 200 samples each, but the bare endpoint answered twice the requests.
+    text = profile_summary.compare([transfer], 100, [bare], 200).splitlines()
+    assert text[0] == "samples per request: 2.000 against 1.000 (ratio 50%)"
+    rows = [line.split() for line in text[2:]]
+    assert rows[0][-2:] == ["dispatch", "(rest_framework/views.py)"] and rows[0][2] == "+1.000"
+    assert rows[1][-2:] == ["post", "(transfers/api/views.py)"] and rows[1][2] == "+1.000"
+    assert rows[2][-2:] == ["publish_many", "(transfer_site/bus.py)"] and rows[2][2] == "+0.600"
+    assert rows[-1][-2:] == ["authenticate", "(transfers/api/authentication.py)"]
+    assert rows[-1][:3] == ["1.000", "0.900", "+0.100"]
