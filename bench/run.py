@@ -499,7 +499,7 @@ class Bench:
     def _profile(self, phase: str, names: list[str], seconds: float) -> list[Path]:
         """py-spy (requirements-dev.txt) on these processes and their children, in the background.
 
-        Returns the web server's profile file, if it is one of `names` and --profile is on.
+        Returns the web server's profile file in a list, or an empty list (web not profiled, or no --profile).
         """
         if not self.args.profile:
             return []

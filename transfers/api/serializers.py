@@ -35,9 +35,9 @@ class StrictSerializer(serializers.Serializer):
 
     def get_fields(self) -> dict[str, serializers.Field]:
         # DRF deep-copies every declared field for every instance, building each anew from its
-        # arguments: a third of a transfer request's own CPU (the benchmark's profile). Nothing
-        # changes these fields per instance, so a shallow copy each is enough: bind() then sets
-        # the copy's name and parent, and the class's declared field is never touched.
+        # arguments: about a third of the serializer's CPU on the transfer request (0.27 -> 0.16 ms
+        # measured alone). Nothing changes these fields per instance, so a shallow copy each is
+        # enough: bind() then sets the copy's name and parent, and the declared field stays unbound.
         fields = {}
         for name, declared in self._declared_fields.items():
             field = copy.copy(declared)
