@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 
 from bench.memory import MemorySampler
+from bench.profile_summary import compare
 from tests.e2e.stack import ROOT, Stack
 
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -525,8 +526,6 @@ class Bench:
         profiles = {name: [path for path in paths if path.exists()] for name, paths in self.accept_profiles.items()}
         if not accept or not profiles["bare"] or not profiles["transfer"]:
             return
-        from bench.profile_summary import compare
-
         text = compare(profiles["transfer"], accept["transfer"]["requests"],
                        profiles["bare"], accept["bare"]["requests"])
         path = profiles["transfer"][0].parent / "accept-web-per-request.txt"

@@ -73,9 +73,7 @@ class KafkaMessageBus(MessageBus):
                 self._producer = KafkaProducer(
                     bootstrap_servers=self._bootstrap_servers,
                     acks="all",
-                    # 0 (the default): while a batch lingers, kafka-python's sender thread
-                    # wakes again and again; sends made meanwhile still share a request.
-                    linger_ms=settings.KAFKA_PRODUCER_LINGER_MS,
+                    linger_ms=settings.KAFKA_PRODUCER_LINGER_MS,  # why 0: transfer_site/settings.py
                     retries=5,
                     max_in_flight_requests_per_connection=1,  # keep per-key order under retries
                     request_timeout_ms=PUBLISH_TIMEOUT_SECONDS * 1000,

@@ -357,7 +357,7 @@ BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
 # Performance knobs the benchmark tuned (docs/architecture.md "Performance").
 # Kafka producer linger: a publish waits at most this long for others to share its request.
 # 0: messages sent while a request is in flight share the next one anyway, and a linger
-# made kafka-python's sender thread spin (docs/architecture.md "Performance").
+# made kafka-python's sender thread wake again and again (docs/architecture.md "Performance").
 KAFKA_PRODUCER_LINGER_MS = int(os.environ.get("KAFKA_PRODUCER_LINGER_MS", "0"))
 # Kafka consumers: a fetch waits at most this long at the broker for new messages (kafka-python: 500)...
 KAFKA_CONSUMER_FETCH_MAX_WAIT_MS = int(os.environ.get("KAFKA_CONSUMER_FETCH_MAX_WAIT_MS", "25"))
