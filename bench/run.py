@@ -154,7 +154,13 @@ class Bench:
     def run(self) -> dict:
         args = self.args
         log(f"starting the stack in {self.var_dir}")
-        self.stack.start()
+        try:
+            self.stack.start()
+        except BaseException:
+            # What did come up (the broker, some of the processes) must not outlive the run:
+            # each process has a session of its own, so nothing else stops it.
+            self.stack.stop()
+            raise
         self.sampler.start()
         self._django()
         env = self.stack.env
@@ -694,6 +700,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM (a `timeout`, CI cancelling) ends the run like Ctrl-C: through the `finally` that stops the stack.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     result = Bench(args).run()
     result["verdicts"] = verdicts(result)
     result["arguments"] = {k: v for k, v in vars(args).items() if k not in ("var_dir",)}

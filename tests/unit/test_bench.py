@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import signal
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -178,3 +180,48 @@ def test_profiles_are_compared_per_request_not_by_share(tmp_path):
     assert rows[2][-2:] == ["publish_many", "(transfer_site/bus.py)"] and rows[2][2] == "+0.600"
     assert rows[-1][-2:] == ["authenticate", "(transfers/api/authentication.py)"]
     assert rows[-1][:3] == ["1.000", "0.900", "+0.100"]
+
+
+_FAKE_STACK = """
+import sys, time
+from pathlib import Path
+import bench.run
+
+MARKS = Path(sys.argv[1])
+
+class FakeStack:
+    def __init__(self, var_dir, extra_env=None):
+        self.processes = {}
+    def start(self):
+        (MARKS / "started").touch()
+        {start}
+    def stop(self, sig=None):
+        (MARKS / "stopped").touch()
+
+bench.run.Stack = FakeStack
+sys.exit(bench.run.main(["--out", str(MARKS), "--var-dir", str(MARKS)]))
+"""
+
+
+def _run_fake_bench(tmp_path, start_body: str) -> subprocess.Popen:
+    script = _FAKE_STACK.replace("{start}", start_body)
+    return subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stderr=subprocess.PIPE)
+
+
+def test_a_stack_that_does_not_come_up_is_stopped(tmp_path):
+    process = _run_fake_bench(tmp_path, "raise TimeoutError('the web server did not come up')")
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0 and b"did not come up" in stderr
+    assert (tmp_path / "stopped").exists()
+
+
+def test_sigterm_stops_the_stack(tmp_path):
+    process = _run_fake_bench(tmp_path, "time.sleep(60)")
+    for _ in range(600):
+        if (tmp_path / "started").exists():
+            break
+        time.sleep(0.05)
+    process.terminate()
+    process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert (tmp_path / "stopped").exists()
