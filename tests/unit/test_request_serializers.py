@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from rest_framework import serializers
 
-from transfers.api.serializers import CreateTransferSerializer, TransferListQuerySerializer
+from transfers.api.serializers import CreateTransferSerializer, StrictSerializer, TransferListQuerySerializer
 
 
 def body(**changes) -> dict:
@@ -76,3 +76,17 @@ def test_query_serializer_defaults_and_bounds_still_apply():
     assert query.is_valid()
     assert query.validated_data == {"limit": 50}
     assert not TransferListQuerySerializer(data={"limit": "101"}).is_valid()
+
+
+class _WithChildren(StrictSerializer):
+    codes = serializers.ListField(child=serializers.CharField(max_length=4))
+
+
+def test_a_field_with_a_child_gets_a_child_of_its_own():
+    # ListField.bind() binds its child: a child shared between instances would be rebound by each.
+    first, second = _WithChildren(data={"codes": ["USDT"]}), _WithChildren(data={"codes": ["BTC"]})
+    assert first.is_valid() and second.is_valid()
+    assert first.fields["codes"].child is not second.fields["codes"].child
+    assert first.fields["codes"].child.parent is first.fields["codes"]
+    assert _WithChildren._declared_fields["codes"].child.parent is _WithChildren._declared_fields["codes"]
+    assert not _WithChildren(data={"codes": ["TOOLONG"]}).is_valid()
