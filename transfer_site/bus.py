@@ -78,8 +78,9 @@ class KafkaMessageBus(MessageBus):
                     max_in_flight_requests_per_connection=1,  # keep per-key order under retries
                     request_timeout_ms=PUBLISH_TIMEOUT_SECONDS * 1000,
                     # send() waits this long for metadata (default 60 s): with the broker
-                    # gone, the API must get BusUnavailable (record stays `requesting`,
-                    # the re-drive publishes it) before gunicorn's 30 s timeout kills it.
+                    # gone, a publisher gets BusUnavailable and tries again later -- the
+                    # relay's next batch, the next re-drive -- and an admin's re-drive,
+                    # which publishes in a web request, answers before gunicorn's 30 s timeout.
                     max_block_ms=PUBLISH_TIMEOUT_SECONDS * 1000,
                     # kafka-python's own client metrics are never read (our /metrics reads
                     # offsets); recording them cost ~10% of the producer thread's CPU.
@@ -170,7 +171,9 @@ class Delivery:
     message: Message
 
 
-class _StopFlag:
+class StopFlag:
+    """Set by SIGTERM/SIGINT: a long-running loop finishes its current batch, then returns."""
+
     def __init__(self) -> None:
         self.stopped = False
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -179,6 +182,12 @@ class _StopFlag:
     def _stop(self, signum: int, frame: object) -> None:
         logger.info("stopping on signal %s after the current batch", signum)
         self.stopped = True
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, but wake within 0.1 s of a stop signal."""
+        deadline = time.monotonic() + seconds
+        while not self.stopped and (remaining := deadline - time.monotonic()) > 0:
+            time.sleep(min(remaining, 0.1))
 
 
 def run_consumer(
@@ -209,7 +218,7 @@ def run_consumer(
             )
 
     ensure_topics()
-    stop = _StopFlag()
+    stop = StopFlag()
     consumer = KafkaConsumer(
         bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
         group_id=group_id,
@@ -243,14 +252,14 @@ def run_consumer(
                 logger.exception("batch failed; it will be handled again", extra={"group_id": group_id})
                 for tp, offset in batch_start.items():
                     consumer.seek(tp, offset)
-                time.sleep(retry_delay)
+                stop.sleep(retry_delay)
                 retry_delay = min(retry_delay * 2, 5.0)
     finally:
         consumer.close(autocommit=False)
         logger.info("consumer stopped", extra={"group_id": group_id})
 
 
-def _linger(consumer, polled: dict, limit: int, stop: _StopFlag) -> dict:
+def _linger(consumer, polled: dict, limit: int, stop: StopFlag) -> dict:
     """Keep polling for KAFKA_CONSUMER_LINGER_MS after the first message, up to `limit` records: one batch.
 
     Fetches return as soon as there is anything (low latency at low load);
