@@ -34,7 +34,7 @@ bench: $(BIN)/.installed
 bench-smoke: $(BIN)/.installed
 	$(BIN)/python -m bench --smoke --out var/bench-smoke
 
-# The chaos run (README "Chaos run"): its own stack, transfers under load while web, worker,
+# The chaos run (README "Chaos run"): its own stack, transfers under load while web, relay, worker,
 # bridge and UBSCore are SIGKILLed and restarted; then every invariant. Size: CHAOS_TRANSFERS,
 # CHAOS_SECONDS, CHAOS_USERS, ... (tests/chaos/run_chaos.py). Exits non-zero on a violation.
 chaos: $(BIN)/.installed

@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 CRASH_EXIT_CODE = 86
 
 # Every crash point in the code, for the tests and the docs to name.
-WEB_AFTER_STORE = "web.after_store"  # record stored (requesting), first message not published
+WEB_AFTER_STORE = "web.after_store"  # record stored (requesting), no answer sent
+RELAY_AFTER_PUBLISH = "relay.after_publish"  # first messages published, transfers not marked pending
 RESERVE_AFTER_LEDGER = "reserve.after_ledger"  # reserve in the ledger, TransferIn not published
 UBSCORE_AFTER_APPLY = "ubscore.after_apply"  # spot balance changed and committed, event not published
 SETTLE_BEFORE_LEDGER = "settle.before_ledger"  # balance event taken by the worker, no ledger post/void/credit
@@ -35,6 +36,7 @@ SETTLE_AFTER_LEDGER = "settle.after_ledger"  # ledger post/void/credit done, sta
 CONSUMER_BEFORE_COMMIT = "consumer.before_commit"  # Kafka batch handled, offsets not committed
 ALL = (
     WEB_AFTER_STORE,
+    RELAY_AFTER_PUBLISH,
     RESERVE_AFTER_LEDGER,
     UBSCORE_AFTER_APPLY,
     SETTLE_BEFORE_LEDGER,

@@ -179,6 +179,11 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
+# --- The outbox relay (transfers/relay.py) ----------------------------------
+# Idle, the relay looks for newly accepted transfers this often; with a backlog it goes on at once.
+RELAY_POLL_MS = int(os.environ.get("RELAY_POLL_MS", "20"))
+RELAY_BATCH_SIZE = int(os.environ.get("RELAY_BATCH_SIZE", "500"))
+
 # --- Settlement -------------------------------------------------------------
 # A transfer that has not changed status for this long is driven on again.
 STUCK_TRANSFER_SECONDS = int(os.environ.get("STUCK_TRANSFER_SECONDS", "30"))

@@ -76,7 +76,7 @@ class EventKind(enum.StrEnum):
 
     ACCEPTED = "accepted"  # stored as `requesting`
     PUBLISHED = "published"  # its first message is on Kafka (detail: message)
-    PUBLISH_FAILED = "publish_failed"  # the re-drive will publish it
+    PUBLISH_FAILED = "publish_failed"  # the relay tries again
     STATUS_CHANGED = "status_changed"  # detail: from, to, error
     LEDGER_RESERVED = "ledger_reserved"  # detail: ledger_status
     LEDGER_RESERVE_REFUSED = "ledger_reserve_refused"  # detail: ledger_status

@@ -11,8 +11,7 @@ import time
 
 from django.conf import settings
 
-from transfer_site import faults, topics
-from transfer_site.bus import BusUnavailable, Outgoing, get_message_bus
+from transfer_site import faults
 from transfer_site.logging import log_context
 from transfers import snowflake
 from transfers.amounts import InvalidAmount, parse_amount
@@ -22,7 +21,7 @@ from transfers.errors import TransferRejected
 from transfers.models import ApiKey, ApiKeyPermission, Asset
 from transfers.signing import derive_signing_secret
 from transfers.store import ClientTransferIdTaken, get_transfer_store
-from transfers.timeline import recording
+from transfers.timeline import timeline_event
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +47,11 @@ class AcceptedTransfer:
 
 
 def create_transfer(user_id: int, request: TransferRequest) -> AcceptedTransfer:
-    """Validate, store (`requesting`), publish, mark `pending`.
+    """Validate and store the transfer (`requesting`); the relay publishes it (transfers/relay.py).
 
-    If publishing fails the record stays `requesting` and the re-drive task
-    publishes it later; the caller still gets the transfer back.
+    The store is the outbox: once the record is stored the transfer goes out
+    and settles whatever happens to this process, so the request never waits
+    for the message bus.
     """
     direction, asset, amount = _validate(request)
     store = get_transfer_store()
@@ -72,43 +72,14 @@ def create_transfer(user_id: int, request: TransferRequest) -> AcceptedTransfer:
         created_at_ms=now_ms,
         updated_at_ms=now_ms,
     )
-    # The timeline's events of this request are appended once, when it is done.
-    with log_context(request_id=record.request_id, user_id=user_id), recording(store) as timeline:
+    with log_context(request_id=record.request_id, user_id=user_id):
         try:
-            store.create(record)
+            store.create(record, [timeline_event(record.request_id, EventKind.ACCEPTED)])
         except ClientTransferIdTaken as taken:  # a concurrent request with the same client id won
             return AcceptedTransfer(_same_request_or_conflict(taken.existing, direction, asset, amount), replayed=True)
         logger.info("transfer accepted", extra={"direction": direction.value, "asset": asset.code})
-        timeline.add(record.request_id, EventKind.ACCEPTED)
-        faults.crash_point(faults.WEB_AFTER_STORE)  # test hook; the re-drive publishes a stored `requesting` record
-        try:
-            get_message_bus().publish_many([_first_message(record)])
-        except BusUnavailable as error:
-            logger.warning("publish failed; the re-drive task will publish this transfer", exc_info=True)
-            timeline.add(record.request_id, EventKind.PUBLISH_FAILED, error=str(error)[:200])
-            return AcceptedTransfer(record, replayed=False)
-        if direction is Direction.FUNDING_TO_SPOT:
-            timeline.add(record.request_id, EventKind.PUBLISHED, message="TransferRequested")
-        else:
-            timeline.add(record.request_id, EventKind.TRANSFER_OUT_SENT)
-        pending_at_ms = time.time_ns() // 1_000_000
-        if store.compare_and_set_status(
-            record.request_id, {TransferStatus.REQUESTING}, TransferStatus.PENDING, now_ms=pending_at_ms
-        ):
-            timeline.status_changed(record.request_id, TransferStatus.REQUESTING, TransferStatus.PENDING)
-            record = dataclasses.replace(record, status=TransferStatus.PENDING, updated_at_ms=pending_at_ms)
-        else:
-            record = store.get(record.request_id) or record
+        faults.crash_point(faults.WEB_AFTER_STORE)  # test hook: stored, no answer sent; the relay publishes it
         return AcceptedTransfer(record, replayed=False)
-
-
-def _first_message(record: TransferRecord) -> Outgoing:
-    # Imported here: the saga module imports this app's store.
-    from settlement.saga import balance_operation_for, transfer_requested_message
-
-    if record.direction is Direction.FUNDING_TO_SPOT:
-        return Outgoing(topics.TRANSFER_REQUESTS, record.user_id, transfer_requested_message(record))
-    return Outgoing(topics.BALANCE_OPERATIONS, record.user_id, balance_operation_for(record))
 
 
 def _validate(request: TransferRequest) -> tuple[Direction, Asset, int]:

@@ -25,6 +25,18 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def timeline_event(request_id: int, kind: EventKind, actor: str = "", **detail: object) -> TimelineEvent:
+    """An event of this process, now; details of None are left out."""
+    return TimelineEvent(
+        request_id=int(request_id),
+        kind=kind,
+        at_ms=_now_ms(),
+        detail={key: str(value) for key, value in detail.items() if value is not None},
+        actor=actor,
+        process=os.environ.get("PROCESS_NAME", "manage"),
+    )
+
+
 class TimelineRecorder:
     """Collects the events of one batch; `flush()` appends them in one call."""
 
@@ -34,16 +46,7 @@ class TimelineRecorder:
         self.events: list[TimelineEvent] = []
 
     def add(self, request_id: int, kind: EventKind, **detail: object) -> None:
-        self.events.append(
-            TimelineEvent(
-                request_id=int(request_id),
-                kind=kind,
-                at_ms=_now_ms(),
-                detail={key: str(value) for key, value in detail.items() if value is not None},
-                actor=self.actor,
-                process=os.environ.get("PROCESS_NAME", "manage"),
-            )
-        )
+        self.events.append(timeline_event(request_id, kind, self.actor, **detail))
 
     def status_changed(
         self, request_id: int, old: TransferStatus, new: TransferStatus, error: str | None = None
@@ -82,7 +85,7 @@ def describe(event: TimelineEvent) -> str:
         case EventKind.PUBLISHED:
             return f"Published {d.get('message', 'TransferRequested')} to Kafka"
         case EventKind.PUBLISH_FAILED:
-            return f"Publish failed ({d.get('error', 'broker unavailable')}); the re-drive will publish it"
+            return f"Publish failed ({d.get('error', 'broker unavailable')}); the relay tries again"
         case EventKind.STATUS_CHANGED:
             text = f"Status {d.get('from', '?')} → {d.get('to', '?')}"
             return text + (f": {d['error']}" if d.get("error") else "")

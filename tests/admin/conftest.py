@@ -11,6 +11,8 @@ from django.contrib.auth.models import Group
 
 from transfer_site.bus import InMemoryMessageBus, get_message_bus
 from transfers import services
+from transfers.relay import TransferRelay
+from transfers.store import get_transfer_store
 
 _groups_migration = importlib.import_module("transfers.migrations.0005_staff_groups")
 
@@ -72,11 +74,13 @@ def user_id() -> int:
 
 @pytest.fixture
 def make_transfer(db, bus, user_id):
-    """make_transfer("funding", "spot", "USDT", "12.5", client_transfer_id=...) through the service."""
+    """make_transfer("funding", "spot", "USDT", "12.5", client_transfer_id=...): accepted and relayed (`pending`)."""
 
     def make(source: str = "funding", destination: str = "spot", asset: str = "USDT", amount: str = "12.5",
              client_transfer_id: str | None = None, user: int | None = None):
         request = services.TransferRequest(source, asset, destination, asset, amount, client_transfer_id)
-        return services.create_transfer(user or user_id, request).record
+        request_id = services.create_transfer(user or user_id, request).record.request_id
+        TransferRelay(bus=bus).relay_batch()
+        return get_transfer_store().get(request_id)
 
     return make

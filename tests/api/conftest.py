@@ -1,4 +1,4 @@
-"""Fixtures of the API tests: a user with an API key, a client, funding deposits, the bus."""
+"""Fixtures of the API tests: a user with an API key, a client, funding deposits, the bus, the relay."""
 
 from __future__ import annotations
 
@@ -10,19 +10,33 @@ import pytest
 from rest_framework.test import APIClient
 
 from settlement.deposits import deposit_to_funding
-from transfer_site.bus import InMemoryMessageBus, get_message_bus
+from transfer_site.bus import InMemoryMessageBus, Outgoing, get_message_bus
 from transfers.models import Asset, Transfer
+from transfers.relay import TransferRelay
 from transfers.services import create_api_key
 
 
 @pytest.fixture(autouse=True)
 def bus() -> InMemoryMessageBus:
-    """The in-memory bus the API publishes to (MESSAGE_BUS=memory), emptied for each test."""
+    """The in-memory bus the relay publishes to (MESSAGE_BUS=memory), emptied for each test."""
     message_bus = get_message_bus()
     assert isinstance(message_bus, InMemoryMessageBus), "tests/settings.py must set MESSAGE_BUS = \"memory\""
     message_bus.published.clear()
     yield message_bus
     message_bus.published.clear()
+
+
+@pytest.fixture
+def relay(db, bus) -> Callable[[], list[Outgoing]]:
+    """relay() runs the outbox relay over what the API stored and returns what it published."""
+
+    def run() -> list[Outgoing]:
+        published_before = len(bus.published)
+        while TransferRelay(bus=bus).relay_batch():
+            pass
+        return bus.published[published_before:]
+
+    return run
 
 
 @pytest.fixture
@@ -72,12 +86,12 @@ def deposit(db, user_id) -> Callable[..., None]:
 
 
 @pytest.fixture
-def nothing_stored_or_published(db, bus) -> Callable[[], None]:
+def nothing_stored_or_published(db, bus, relay) -> Callable[[], None]:
     """Call at the end of a test: no transfer record was written and nothing was published."""
     count_before = Transfer.objects.count()
 
     def check() -> None:
         assert Transfer.objects.count() == count_before
-        assert bus.published == []
+        assert relay() == []
 
     return check

@@ -79,7 +79,7 @@ def assert_error(response, status_code: int, code: str, message: str | None = No
 # --- POST: the happy paths -----------------------------------------------------
 
 
-def test_create_funding_to_spot(api_client, user_id, bus):
+def test_create_funding_to_spot(api_client, user_id, bus, relay):
     before = now_ms()
     response = post(api_client, body())
     after = now_ms()
@@ -96,7 +96,7 @@ def test_create_funding_to_spot(api_client, user_id, bus):
         "from_account": {"account_type": "funding", "asset": "USDT"},
         "to_account": {"account_type": "spot", "asset": "USDT"},
         "amount": "12.5",
-        "status": "pending",
+        "status": "requesting",
         "error_message": None,
         "created_at": data["created_at"],
         "updated_at": data["updated_at"],
@@ -108,11 +108,12 @@ def test_create_funding_to_spot(api_client, user_id, bus):
 
     stored = get_transfer_store().get(request_id)
     assert stored.user_id == user_id
-    assert stored.status is TransferStatus.PENDING
+    assert stored.status is TransferStatus.REQUESTING
     assert stored.amount == 12_500_000
     assert stored.asset_id == USDT_ID
+    assert bus.published == []  # the relay publishes it, not the request
 
-    assert bus.published == [
+    assert relay() == [
         Outgoing(
             topic=topics.TRANSFER_REQUESTS,
             key=user_id,
@@ -126,9 +127,10 @@ def test_create_funding_to_spot(api_client, user_id, bus):
         )
     ]
     assert topics.TRANSFER_REQUESTS == "internal_transfer.requests"
+    assert get_transfer_store().get(request_id).status is TransferStatus.PENDING
 
 
-def test_create_spot_to_funding(api_client, user_id, bus):
+def test_create_spot_to_funding(api_client, user_id, relay):
     response = post(api_client, body(from_type="spot", to_type="funding", asset="BTC", amount="0.00000001"))
 
     assert response.status_code == 202, response.content
@@ -137,8 +139,8 @@ def test_create_spot_to_funding(api_client, user_id, bus):
     assert data["from_account"] == {"account_type": "spot", "asset": "BTC"}
     assert data["to_account"] == {"account_type": "funding", "asset": "BTC"}
     assert data["amount"] == "0.00000001"
-    assert data["status"] == "pending"
-    assert bus.published == [
+    assert data["status"] == "requesting"
+    assert relay() == [
         Outgoing(
             topic=topics.BALANCE_OPERATIONS,
             key=user_id,
@@ -174,23 +176,25 @@ def test_null_client_transfer_id_is_the_same_as_none(api_client):
     assert response.json()["client_transfer_id"] is None
 
 
-def test_the_api_accepts_without_funds_the_saga_decides(api_client, user_id, bus):
+def test_the_api_accepts_without_funds_the_saga_decides(api_client, user_id, relay):
     # The user never deposited: the API accepts; settlement fails it later.
     response = post(api_client, body(amount="999"))
     assert response.status_code == 202
-    assert response.json()["status"] == "pending"
-    assert len(bus.published) == 1
+    assert response.json()["status"] == "requesting"
+    assert len(relay()) == 1
 
 
-def test_each_post_is_a_new_transfer_with_a_new_id(api_client, bus):
+def test_each_post_is_a_new_transfer_with_a_new_id(api_client, relay):
     first = post(api_client, body()).json()
     second = post(api_client, body()).json()
     assert first["request_id"] != second["request_id"]
     assert Transfer.objects.count() == 2
-    assert len(bus.published) == 2
+    assert len(relay()) == 2
 
 
-def test_when_the_bus_is_down_the_transfer_is_kept_as_requesting(api_client, user_id, bus, monkeypatch):
+def test_while_the_bus_is_down_the_api_accepts_and_the_transfer_waits_requesting(
+    api_client, bus, relay, monkeypatch
+):
     def unavailable(self, outgoing):
         raise BusUnavailable("broker down")
 
@@ -199,9 +203,15 @@ def test_when_the_bus_is_down_the_transfer_is_kept_as_requesting(api_client, use
     assert response.status_code == 202
     data = response.json()
     assert data["status"] == "requesting"
+    with pytest.raises(BusUnavailable):
+        relay()
     stored = get_transfer_store().get(int(data["request_id"]))
     assert stored.status is TransferStatus.REQUESTING
     assert bus.published == []
+
+    monkeypatch.undo()  # the broker is back: the relay publishes it
+    assert [out.message.request_id for out in relay()] == [int(data["request_id"])]
+    assert get_transfer_store().get(int(data["request_id"])).status is TransferStatus.PENDING
 
 
 def test_updated_at_in_the_answer_is_the_stored_one(api_client, monkeypatch):
@@ -221,7 +231,7 @@ def test_updated_at_in_the_answer_is_the_stored_one(api_client, monkeypatch):
 # --- client_transfer_id: idempotent replays -----------------------------------
 
 
-def test_replay_with_the_same_body_returns_the_same_transfer_once(api_client, bus):
+def test_replay_with_the_same_body_returns_the_same_transfer_once(api_client, relay):
     first = post(api_client, body(client_transfer_id="abc-1"))
     second = post(api_client, body(client_transfer_id="abc-1"))
     third = post(api_client, body(client_transfer_id="abc-1", amount="12.50"))  # the same amount, written otherwise
@@ -234,11 +244,12 @@ def test_replay_with_the_same_body_returns_the_same_transfer_once(api_client, bu
     assert second["Idempotent-Replayed"] == "true"
     assert "Idempotent-Replayed" not in first
     assert Transfer.objects.count() == 1
-    assert len(bus.published) == 1
+    assert len(relay()) == 1
 
 
-def test_replay_answers_the_current_status(api_client):
+def test_replay_answers_the_current_status(api_client, relay):
     first = post(api_client, body(client_transfer_id="abc-2")).json()
+    relay()
     assert get_transfer_store().compare_and_set_status(
         int(first["request_id"]), {TransferStatus.PENDING}, TransferStatus.FAILED, "insufficient balance"
     )
@@ -274,14 +285,14 @@ def test_same_client_transfer_id_for_a_different_transfer_is_a_conflict(api_clie
     assert (stored.amount, stored.asset_id, stored.direction) == (12_500_000, USDT_ID, "funding_to_spot")
 
 
-def test_same_client_transfer_id_for_another_user_is_a_different_transfer(api_client, other_client, bus):
+def test_same_client_transfer_id_for_another_user_is_a_different_transfer(api_client, other_client, relay):
     mine = post(api_client, body(client_transfer_id="shared"))
     theirs = post(other_client, body(client_transfer_id="shared", amount="99"))
     assert mine.status_code == theirs.status_code == 202
     assert mine.json()["request_id"] != theirs.json()["request_id"]
     assert theirs.json()["amount"] == "99"
     assert Transfer.objects.count() == 2
-    assert len(bus.published) == 2
+    assert len(relay()) == 2
 
 
 # --- GET one ----------------------------------------------------------------
@@ -300,8 +311,9 @@ def test_get_by_id(api_client):
     assert fetched["updated_at"] >= created["created_at"]
 
 
-def test_get_shows_the_outcome(api_client):
+def test_get_shows_the_outcome(api_client, relay):
     created = post(api_client, body()).json()
+    relay()
     get_transfer_store().compare_and_set_status(
         int(created["request_id"]), {TransferStatus.PENDING}, TransferStatus.FAILED, "insufficient balance", now_ms=42
     )
@@ -369,12 +381,13 @@ def test_list_of_a_user_without_transfers(api_client, other_client):
     assert api_client.get(LIST_URL).json() == {"items": [], "next_cursor": None}
 
 
-def test_list_filters_by_asset_and_status(api_client):
+def test_list_filters_by_asset_and_status(api_client, relay):
     usdt = post(api_client, body(asset="USDT")).json()["request_id"]
     btc_pending = post(api_client, body(asset="BTC", amount="0.5")).json()["request_id"]
     btc_failed = post(api_client, body(asset="BTC", amount="0.25", from_type="spot", to_type="funding")).json()[
         "request_id"
     ]
+    relay()
     get_transfer_store().compare_and_set_status(
         int(btc_failed), {TransferStatus.PENDING}, TransferStatus.FAILED, "insufficient balance"
     )
@@ -662,10 +675,10 @@ def test_revoked_api_key_is_unauthorized(api_client, api_key, nothing_stored_or_
     nothing_stored_or_published()
 
 
-def test_the_user_comes_from_the_key(api_client, user_id, bus):
+def test_the_user_comes_from_the_key(api_client, user_id, relay):
     response = post(api_client, body())
     assert Transfer.objects.get(request_id=int(response.json()["request_id"])).user_id == user_id
-    assert bus.published[0].key == user_id
+    assert relay()[0].key == user_id
 
 
 def test_api_key_is_stored_only_as_a_hash(api_key, user_id):

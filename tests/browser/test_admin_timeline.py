@@ -24,6 +24,7 @@ from settlement.ledger import get_funding_ledger
 from transfer_site.bus import get_message_bus
 from transfer_site.messages import BalanceOperation
 from transfers import services
+from transfers.relay import TransferRelay
 from transfers.store import get_transfer_store
 from ubscore.services import apply_operations
 
@@ -66,6 +67,7 @@ def finished_transfer(transactional_db):
     request = services.TransferRequest("funding", "USDT", "spot", "USDT", "12.5", "browser-test-1")
     record = services.create_transfer(user_id, request).record
     services.create_transfer(user_id, services.TransferRequest("funding", "USDT", "spot", "USDT", "1"))  # a neighbour
+    TransferRelay(bus=bus).relay_batch()
     saga.reserve_funding([record.request_id], ports)
     operations = [p.message for p in bus.published if isinstance(p.message, BalanceOperation)]
     saga.settle_balance_events(apply_operations(operations), ports)

@@ -15,9 +15,10 @@
    different amount (must be 409). A request that gets no answer (the web
    server was killed) is retried with the same body and client id, as a
    client would.
-4. Meanwhile SIGKILLs and restarts web, Celery worker, bridge and UBSCore at
-   random, over and over (web/worker on one schedule, the two Kafka consumers
-   on another: a killed consumer's partitions return only after ~18 s).
+4. Meanwhile SIGKILLs and restarts web, the outbox relay, Celery worker,
+   bridge and UBSCore at random, over and over (web/relay/worker on one
+   schedule, the two Kafka consumers on another: a killed consumer's
+   partitions return only after ~18 s).
 5. Waits for quiescence (no transfer in flight, Kafka consumer lag 0, Celery
    idle), then checks (tests/e2e/audit.py) and prints a summary:
    every transfer `success` or `failed`; per asset funding + spot + in flight
@@ -70,7 +71,7 @@ from transfer_site import topics  # noqa: E402
 
 ASSETS = {"USDT": 6, "BTC": 8, "ETH": 8}  # code -> decimals (transfers/migrations/0002_seed_assets.py)
 DEPOSIT_RANGE = {"USDT": (500, 5000), "BTC": (0.2, 3), "ETH": (1, 30)}  # whole units, per side
-FAST_KILL = ("web", "worker")
+FAST_KILL = ("web", "relay", "worker")
 SLOW_KILL = ("bridge", "ubscore")  # Kafka consumers: ~18 s until their partitions come back
 REPLAYED_TOPICS = (topics.TRANSFER_REQUESTS, topics.BALANCE_OPERATIONS, topics.BALANCE_EVENTS)
 HTTP_TIMEOUT_SECONDS = 30

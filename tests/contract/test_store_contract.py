@@ -719,6 +719,24 @@ def test_appended_events_come_back_oldest_first_whole(transfer_store, make, user
     assert transfer_store.timeline(record.request_id, limit=2) == [accepted, published]
 
 
+def test_create_stores_the_records_first_events_with_it(transfer_store, make, ids, user_id):
+    from transfers.domain import EventKind, TimelineEvent
+
+    first = make(user_id, client_transfer_id="with-events")
+    record = dataclasses.replace(first, request_id=ids.next_id(), client_transfer_id="with-events-2")
+    accepted = TimelineEvent(record.request_id, EventKind.ACCEPTED, record.created_at_ms, {}, "", "web")
+    transfer_store.create(record, [accepted])
+    assert transfer_store.get(record.request_id) == record
+    assert transfer_store.timeline(record.request_id) == [accepted]
+
+    # A create refused for its client id stores neither the record nor its events.
+    refused = dataclasses.replace(first, request_id=ids.next_id())
+    with pytest.raises(ClientTransferIdTaken):
+        transfer_store.create(refused, [TimelineEvent(refused.request_id, EventKind.ACCEPTED, 1, {}, "", "web")])
+    assert transfer_store.get(refused.request_id) is None
+    assert transfer_store.timeline(refused.request_id) == []
+
+
 def test_one_batch_appends_events_of_many_transfers(transfer_store, make, user_id):
     from transfers.domain import EventKind, TimelineEvent
 

@@ -1,7 +1,7 @@
 """Starts the real processes of the service for end-to-end tests.
 
-Broker (Tansu), UBSCore consumer, settlement bridge, Celery worker, Celery
-beat and the web server (gunicorn), each its own OS process with the same
+Broker (Tansu), UBSCore consumer, settlement bridge, outbox relay, Celery
+worker, Celery beat and the web server (gunicorn), each its own OS process with the same
 environment a deployment gives it, on free loopback ports and a private
 VAR_DIR. Tests talk HTTP and Kafka to them; nothing is faked.
 
@@ -57,6 +57,7 @@ class Stack:
     PROCESSES: dict[str, tuple[list[str], str | None]] = {
         "ubscore": ([sys.executable, "manage.py", "run_ubscore"], "partitions assigned"),
         "bridge": ([sys.executable, "manage.py", "run_bridge"], "partitions assigned"),
+        "relay": ([sys.executable, "manage.py", "run_relay"], "relay started"),
         "worker": (
             [sys.executable, "-m", "celery", "-A", "transfer_site", "worker", "--loglevel", "INFO",
              "--concurrency", "2", "--hostname", "e2e-%(run)s@%%h", "--without-mingle", "--without-gossip"],

@@ -17,6 +17,7 @@ waits for the broker to expire the dead member (~18 s on Tansu).
 
 import http.client
 import json
+import os
 import signal
 
 import pytest
@@ -25,12 +26,13 @@ from tests.e2e.audit import run_audit
 from tests.e2e.conftest import TERMINAL, User, _user_ids, count_log
 from tests.e2e.seed import run_seed
 from tests.e2e.stack import Stack, wait_until
-from transfer_site import faults
+from transfer_site import faults, topics
 
 pytestmark = pytest.mark.e2e
 
 CRASH_MESSAGE = "crash point reached; exiting without cleanup"
 CONSUMERS = ("bridge", "ubscore")
+SINGLE_PROCESSES = ("relay", *CONSUMERS)  # no parent process: the crash ends the process itself
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,7 @@ def stack(tmp_path_factory):
 # Each test's user and what it holds before the test (seeded at once: one process, not a manage.py each).
 DEPOSITS = {
     "web": [("USDT", "100", "funding"), ("USDT", "10", "spot")],
+    "relay": [("USDT", "20", "funding"), ("USDT", "20", "spot")],
     "reserve": [("BTC", "2", "funding")],
     "ubscore_apply": [("ETH", "5", "spot"), ("ETH", "5", "funding")],
     "settle_before": [("USDT", "50", "funding"), ("USDT", "50", "spot")],
@@ -116,7 +119,7 @@ def crashes(stack: Stack, process: str, point: str, since: int) -> list[dict]:
 def wait_crashed(stack: Stack, process: str, point: str, since: int, count: int = 1) -> list[dict]:
     wait_until(lambda: len(crashes(stack, process, point, since)) >= count, 60, f"{process} to crash at {point}")
     found = crashes(stack, process, point, since)
-    if process in CONSUMERS:  # the process itself ended, with the crash point's exit code
+    if process in SINGLE_PROCESSES:  # the process itself ended, with the crash point's exit code
         assert stack.wait_exit(process, 30) == faults.CRASH_EXIT_CODE
     else:  # a gunicorn or Celery pool worker died; its parent reports the exit code
         code = faults.CRASH_EXIT_CODE
@@ -150,16 +153,22 @@ def assert_settled_exactly_once(stack: Stack, users: Users, expected: dict[str, 
         assert row["in_flight"] == 0 and row["reserved"] == 0, (code, row)
 
 
+def status_of(user, request_id: str) -> str:
+    status, body = user.get_transfer(request_id)
+    assert status == 200, body
+    return body["status"]
+
+
 def posted(user, source: str, destination: str, asset: str, amount: str, **extra) -> str:
     status, body = user.transfer(source, destination, asset, amount, **extra)
     assert status == 202, body
     return body["request_id"]
 
 
-# --- (a) web: record stored, first message not published -------------------------
+# --- (a) web: record stored, no answer sent ------------------------------------------
 
 
-def test_web_dies_after_storing_a_transfer_before_publishing_it(stack, users):
+def test_web_dies_after_storing_a_transfer_before_answering(stack, users):
     user = users["web"]
     since = start_crashing_at(stack, "web", faults.WEB_AFTER_STORE)
 
@@ -177,10 +186,49 @@ def test_web_dies_after_storing_a_transfer_before_publishing_it(stack, users):
     status, replay = user.transfer("funding", "spot", "USDT", "30", client_transfer_id="crash-web-in")
     assert status == 202
     assert replay["request_id"] == inbound_id
-    # The other client never comes back: the re-drive publishes it anyway.
+    # The other client never comes back: the relay publishes it anyway.
     assert user.wait_terminal(inbound_id)["status"] == "success"
     assert user.wait_terminal(outbound_id)["status"] == "success"
     assert user.balance("USDT") == ("74", "0", "36", "0")
+    assert_settled_exactly_once(stack, users, {inbound_id: ("success", None), outbound_id: ("success", None)})
+
+
+# --- (a2) relay: first messages published, transfers not marked pending -------------
+
+
+def test_relay_dies_after_publishing_before_marking_pending(stack, users):
+    user = users["relay"]
+    # Both transfers wait for the relay, so its one batch holds both; settlement is held back
+    # (SIGSTOP) so the messages are still unread when the restarted relay publishes them again.
+    stack.stop_process("relay")
+    inbound_id = posted(user, "funding", "spot", "USDT", "6")
+    outbound_id = posted(user, "spot", "funding", "USDT", "2")
+    pipeline = [stack.processes[name].pid for name in ("bridge", "ubscore")]
+    for pid in pipeline:
+        os.killpg(pid, signal.SIGSTOP)
+    try:
+        since = len(stack.log_lines("relay"))
+        _crashing.add("relay")
+        stack.start_process("relay", {"CRASH_AT": faults.RELAY_AFTER_PUBLISH})
+        wait_crashed(stack, "relay", faults.RELAY_AFTER_PUBLISH, since)
+        assert [status_of(user, request_id) for request_id in (inbound_id, outbound_id)] == ["requesting"] * 2
+        restart_without_crash_point(stack, "relay")  # publishes both again, then marks them `pending`
+        wait_until(lambda: {status_of(user, inbound_id), status_of(user, outbound_id)} == {"pending"}, 30,
+                   "the restarted relay to mark both pending")
+    finally:
+        for pid in pipeline:
+            os.killpg(pid, signal.SIGCONT)
+
+    assert user.wait_terminal(inbound_id)["status"] == "success"
+    assert user.wait_terminal(outbound_id)["status"] == "success"
+    # Each message went out twice: settlement took the request twice, UBSCore answered the repeat as before.
+    def requests_handed_over() -> int:
+        return sum(1 for record in stack.log_records("bridge") if record.get("message") == "handed to settlement"
+                   and record.get("request_id") == inbound_id and record.get("topic") == topics.TRANSFER_REQUESTS)
+
+    wait_until(lambda: requests_handed_over() == 2, 30, "the bridge to hand the repeated TransferRequested over")
+    assert count_log(stack, "ubscore", "balance operation repeated; answering as before", outbound_id) == 1
+    assert user.balance("USDT") == ("16", "0", "24", "0")
     assert_settled_exactly_once(stack, users, {inbound_id: ("success", None), outbound_id: ("success", None)})
 
 

@@ -51,7 +51,7 @@ def test_a_transfer_shows_in_metrics_and_its_timeline_spans_the_processes(user):
     timeline = json.loads(result.stdout.strip().splitlines()[-1])
     by_kind = {kind: process for kind, process, _ in timeline}
     assert [kind for kind, _, _ in timeline][:2] == ["accepted", "published"]
-    assert by_kind["accepted"] == by_kind["published"] == "web"
+    assert (by_kind["accepted"], by_kind["published"]) == ("web", "relay")
     for kind in ("ledger_reserved", "transfer_in_sent", "ubscore_answer", "ledger_posted"):
         assert by_kind[kind] == "worker", (kind, timeline)
     assert ["status_changed", "worker", {"from": "pending", "to": "success"}] in timeline

@@ -16,6 +16,7 @@ from transfer_site.bus import get_message_bus
 from transfers import services
 from transfers.domain import TransferStatus
 from transfers.models import Transfer
+from transfers.relay import TransferRelay
 from transfers.store import get_transfer_store
 
 pytestmark = pytest.mark.django_db
@@ -38,8 +39,11 @@ def value(samples, name: str, **labels) -> float:
 
 
 def create(user_id: int, source: str, destination: str, asset: str, amount: str):
+    """A transfer accepted by the API and published by the relay: `pending`."""
     request = services.TransferRequest(source, asset, destination, asset, amount)
-    return services.create_transfer(user_id, request).record
+    request_id = services.create_transfer(user_id, request).record.request_id
+    TransferRelay().relay_batch()
+    return get_transfer_store().get(request_id)
 
 
 def finish(record, status: TransferStatus, took_ms: int) -> None:

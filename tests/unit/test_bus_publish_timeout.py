@@ -1,8 +1,9 @@
 """A publish gives up within PUBLISH_TIMEOUT_SECONDS, well inside gunicorn's worker timeout.
 
-With the broker gone, `create_transfer` must get BusUnavailable (the record
-stays `requesting` and the re-drive publishes it) and answer, rather than
-block in KafkaProducer.send() for its default 60 s and be killed by gunicorn.
+With the broker gone, a publisher must get BusUnavailable and try again later
+(the relay's next batch, the next re-drive) -- and an admin's re-drive, which
+publishes in a web request, must answer -- rather than block in
+KafkaProducer.send() for its default 60 s and be killed by gunicorn.
 """
 
 import importlib.util

@@ -10,10 +10,11 @@ import pytest
 from settlement import saga
 from settlement.deposits import deposit_to_funding
 from settlement.ledger.sql import SqlFundingLedger
-from transfer_site.bus import BusUnavailable, InMemoryMessageBus, get_message_bus
+from transfer_site.bus import BusUnavailable, InMemoryMessageBus
 from transfer_site.messages import BalanceEvent
 from transfers import services
 from transfers.domain import Direction, EventKind, TimelineEvent, TransferRecord, TransferStatus
+from transfers.relay import TransferRelay
 from transfers.selectors import transfer_timeline
 from transfers.store.orm import OrmTransferStore
 from transfers.timeline import TimelineRecorder, describe, recording
@@ -173,10 +174,12 @@ def test_the_recovery_task_and_the_admin_share_one_path(ports):
     assert (event.kind, event.actor) == (EventKind.REDRIVE, "")
 
 
-def test_create_transfer_records_accepted_published_pending(db):
+def test_create_transfer_and_the_relay_record_accepted_published_pending(db):
     deposit_to_funding(USER, USDT, 100, reference=36)
     accepted = services.create_transfer(USER, services.TransferRequest("funding", "USDT", "spot", "USDT", "1.5"))
+    assert [entry.kind for entry in transfer_timeline(accepted.record.request_id)] == ["accepted"]
 
+    TransferRelay().relay_batch()
     timeline = transfer_timeline(accepted.record.request_id)
     assert [entry.kind for entry in timeline] == ["accepted", "published", "status_changed"]
     assert timeline[1].description == "Published TransferRequested to Kafka"
@@ -184,11 +187,21 @@ def test_create_transfer_records_accepted_published_pending(db):
     assert {entry.process for entry in timeline} == {"manage"}  # PROCESS_NAME of this process
 
 
-def test_create_transfer_records_a_failed_publish(db):
-    bus = get_message_bus()
-    with mock.patch.object(bus, "publish_many", side_effect=BusUnavailable("broker down")):
-        accepted = services.create_transfer(USER, services.TransferRequest("spot", "USDT", "funding", "USDT", "1"))
-    assert [entry.kind for entry in transfer_timeline(accepted.record.request_id)] == ["accepted", "publish_failed"]
+def test_a_failed_publish_is_recorded_once_however_often_the_relay_tries(db):
+    accepted = services.create_transfer(USER, services.TransferRequest("spot", "USDT", "funding", "USDT", "1"))
+    relay = TransferRelay()
+    with mock.patch.object(relay.bus, "publish_many", side_effect=BusUnavailable("broker down")):
+        for _ in range(3):
+            with pytest.raises(BusUnavailable):
+                relay.relay_batch()
+    timeline = transfer_timeline(accepted.record.request_id)
+    assert [entry.kind for entry in timeline] == ["accepted", "publish_failed"]
+    assert timeline[1].description == "Publish failed (broker down); the relay tries again"
+
+    relay.relay_batch()
+    assert [entry.kind for entry in transfer_timeline(accepted.record.request_id)] == [
+        "accepted", "publish_failed", "transfer_out_sent", "status_changed"
+    ]
 
 
 def test_a_store_that_cannot_append_never_fails_the_batch(ports, caplog):

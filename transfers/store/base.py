@@ -53,8 +53,12 @@ class TransferStore(abc.ABC):
     """Keeps transfer records and their timelines. Every status change is a compare-and-set."""
 
     @abc.abstractmethod
-    def create(self, record: TransferRecord) -> None:
-        """Store a new record; raise ClientTransferIdTaken if its client id is in use."""
+    def create(self, record: TransferRecord, events: Sequence[TimelineEvent] = ()) -> None:
+        """Store a new record and its first timeline events; raise ClientTransferIdTaken if its client id is in use.
+
+        The events go with the record in one write where the store can (the
+        ORM store: one transaction); nothing is stored if the client id is taken.
+        """
 
     @abc.abstractmethod
     def get(self, request_id: int) -> TransferRecord | None: ...

@@ -9,7 +9,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q, Sum
 
 from transfers.domain import TERMINAL, Direction, EventKind, TimelineEvent, TransferRecord, TransferStatus
-from transfers.models import Transfer, TransferEvent
+from transfers.models import Asset, Transfer, TransferEvent
 from transfers.store.base import (
     ClientTransferIdTaken,
     FinishedDurations,
@@ -23,8 +23,9 @@ _IN_CHUNK = 500  # ids per IN (...): far below every backend's parameter limit
 
 
 class OrmTransferStore(TransferStore):
-    def create(self, record: TransferRecord) -> None:
-        # The INSERT Transfer.objects.create would make, without building it for every request.
+    def create(self, record: TransferRecord, events: Sequence[TimelineEvent] = ()) -> None:
+        # The INSERT Transfer.objects.create would make, without building it for every request,
+        # and the timeline's in the same transaction: one commit per accepted transfer.
         params = (
             record.request_id, record.user_id, record.client_transfer_id, record.asset_id, record.direction.value,
             record.amount, record.status.value, record.error_message, record.created_at_ms, record.updated_at_ms,
@@ -32,6 +33,8 @@ class OrmTransferStore(TransferStore):
         try:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(_sql().insert_transfer, params)
+                if events:
+                    cursor.executemany(_sql().insert_event, _event_rows(events))
         except IntegrityError:
             if record.client_transfer_id is not None:
                 existing = self.get_by_client_transfer_id(record.user_id, record.client_transfer_id)
@@ -145,26 +148,21 @@ class OrmTransferStore(TransferStore):
     def list_not_moved_since(
         self, statuses: Collection[TransferStatus], updated_before_ms: int, limit: int
     ) -> list[TransferRecord]:
-        rows = _rows().filter(
-            status__in=[status.value for status in statuses], updated_at_ms__lt=updated_before_ms
-        )
-        return [_to_record(row) for row in rows.order_by("updated_at_ms")[:limit]]
+        # A prepared statement, not a queryset: the relay asks this every RELAY_POLL_MS, mostly for nothing.
+        wanted = sorted({TransferStatus(status).value for status in statuses})
+        if not wanted or limit <= 0:
+            return []
+        with connection.cursor() as cursor:
+            cursor.execute(_sql().not_moved_since(len(wanted)), (updated_before_ms, *wanted, limit))
+            return [_values_to_record(values) for values in cursor.fetchall()]
 
     # --- timeline ------------------------------------------------------------
 
     def append_events(self, events: Sequence[TimelineEvent]) -> None:
         if not events:
             return
-        detail_field = TransferEvent._meta.get_field("detail")
-        rows = [
-            (
-                event.request_id, event.at_ms, event.kind.value,
-                detail_field.get_db_prep_save(dict(event.detail), connection), event.actor, event.process,
-            )
-            for event in events
-        ]
         with transaction.atomic(), connection.cursor() as cursor:  # one transaction for the whole batch
-            cursor.executemany(_sql().insert_event, rows)
+            cursor.executemany(_sql().insert_event, _event_rows(events))
 
     def timeline(self, request_id: int, limit: int = 1000) -> list[TimelineEvent]:
         rows = TransferEvent.objects.filter(request_id=request_id).order_by("at_ms", "id")[:limit]
@@ -233,6 +231,18 @@ class _Statements:
             f"{column(Transfer, 'error_message')} = %s, {column(Transfer, 'updated_at_ms')} = %s "
             f"WHERE {column(Transfer, 'request_id')} = %s AND {column(Transfer, 'status')} IN "
         )
+        record_columns = ", ".join(
+            [f"t.{column(Transfer, c)}" for c in ("request_id", "user_id", "asset")] + [f"a.{column(Asset, 'code')}"]
+            + [f"t.{column(Transfer, c)}" for c in ("direction", "amount", "status", "client_transfer_id",
+                                                     "error_message", "created_at_ms", "updated_at_ms")]
+        )
+        # The (status, updated_at_ms) index answers it: in-flight rows are few, terminal ones are never read.
+        self._not_moved_since = (
+            f"SELECT {record_columns} FROM {transfer} t "  # noqa: S608
+            f"JOIN {quote(Asset._meta.db_table)} a ON a.{column(Asset, 'id')} = t.{column(Transfer, 'asset')} "
+            f"WHERE t.{column(Transfer, 'updated_at_ms')} < %s AND t.{column(Transfer, 'status')} IN "
+        )
+        self._not_moved_since_tail = f" ORDER BY t.{column(Transfer, 'updated_at_ms')} LIMIT %s"
         event_columns = ("request_id", "at_ms", "kind", "detail", "actor", "process")
         self.insert_event = (
             f"INSERT INTO {quote(TransferEvent._meta.db_table)} "  # noqa: S608
@@ -243,6 +253,9 @@ class _Statements:
     def compare_and_set(self, statuses: int) -> str:
         return self._cas + "(" + ", ".join(["%s"] * statuses) + ")"
 
+    def not_moved_since(self, statuses: int) -> str:
+        return self._not_moved_since + "(" + ", ".join(["%s"] * statuses) + ")" + self._not_moved_since_tail
+
 
 _statements: dict[str, _Statements] = {}
 
@@ -252,6 +265,17 @@ def _sql() -> _Statements:
     if statements is None:
         statements = _statements[connection.vendor] = _Statements()
     return statements
+
+
+def _event_rows(events: Sequence[TimelineEvent]) -> list[tuple]:
+    detail_field = TransferEvent._meta.get_field("detail")
+    return [
+        (
+            event.request_id, event.at_ms, event.kind.value,
+            detail_field.get_db_prep_save(dict(event.detail), connection), event.actor, event.process,
+        )
+        for event in events
+    ]
 
 
 def _rows():

@@ -518,7 +518,7 @@ class ScyllaTransferStore(TransferStore):
 
     # --- create ----------------------------------------------------------------
 
-    def create(self, record: TransferRecord) -> None:
+    def create(self, record: TransferRecord, events: Sequence[TimelineEvent] = ()) -> None:
         _check_new_record(record)
         if record.client_transfer_id is not None:
             applied, current = lwt_outcome(self._execute("claim_client_id", record_params(record)))
@@ -529,6 +529,11 @@ class ScyllaTransferStore(TransferStore):
                     raise ClientTransferIdTaken(self._record_of_claim(current))
                 # Our own claim: this create is being re-run; finish it.
         self._store(StoredTransfer(record, row_version=1))
+        # Another table, so another write: the record is stored whatever becomes of it.
+        try:
+            self.append_events(events)
+        except Exception:  # the timeline must never fail a transfer
+            logger.warning("timeline events not recorded", exc_info=True, extra={"events": len(events)})
 
     def _record_of_claim(self, claim: dict[str, Any]) -> TransferRecord:
         """The transfer holding a client id; finishes its create if that stopped after the claim."""
