@@ -94,6 +94,12 @@ def test_a_batch_is_the_oldest_transfers_first(store, bus):
     assert [out.message.ref_id for out in bus.published] == [oldest.request_id, middle.request_id, newest.request_id]
 
 
+def test_a_transfer_stamped_by_a_web_host_whose_clock_is_ahead_goes_out_at_once(store, bus):
+    record = accepted(store, Direction.FUNDING_TO_SPOT, age_ms=-60_000)  # "created" a minute from now
+    assert TransferRelay(store, bus).relay_batch() == 1
+    assert [out.message.request_id for out in bus.published] == [record.request_id]
+
+
 def test_a_transfer_the_saga_moved_on_meanwhile_keeps_its_status(store, bus):
     record = accepted(store, Direction.SPOT_TO_FUNDING)
     publish = bus.publish_many
