@@ -58,8 +58,8 @@ class InternalTransferCreateView(UserApiView):
         responses={
             202: OpenApiResponse(
                 schema.TransferSerializer,
-                description="Accepted (`pending`, or `requesting` if the bus was down: it is published later). "
-                "Poll the transfer for `success` or `failed`.",
+                description="Accepted and stored (`requesting`); the outbox relay publishes it and marks it "
+                "`pending` tens of milliseconds later. Poll the transfer for `success` or `failed`.",
             ),
             **schema.CREATE_ERRORS,
         },
