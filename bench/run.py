@@ -59,6 +59,7 @@ PIPELINE = ("worker", "bridge", "ubscore")
 # The processes that accept a transfer: the web server stores it, the outbox relay publishes it.
 # Never paused: the accept path's CPU is theirs together (the bare endpoint's is the web's alone).
 ACCEPT_PATH = ("web", "relay")
+RELAY_DRAIN_TIMEOUT_SECONDS = 60
 TARGETS = {
     "accept_ratio_min": 0.50,
     "settlement_tps_min": 300.0,
@@ -469,6 +470,9 @@ class Bench:
 
         started = time.monotonic()
         while self.store.list_not_moved_since({TransferStatus.REQUESTING}, 1 << 62, 1):
+            if time.monotonic() - started > RELAY_DRAIN_TIMEOUT_SECONDS:
+                raise RuntimeError(f"the relay left transfers requesting for {RELAY_DRAIN_TIMEOUT_SECONDS} s "
+                                   "after the load stopped (is it running? its log: relay.log)")
             time.sleep(0.01)
         run["relay_drain_s"] = round(time.monotonic() - started, 3)
         run["throughput_rps"] = run["completed"] / (run["elapsed_s"] + run["relay_drain_s"])

@@ -119,4 +119,3 @@ def first_message(record: TransferRecord) -> Outgoing:
     if record.direction is Direction.FUNDING_TO_SPOT:
         return Outgoing(topics.TRANSFER_REQUESTS, record.user_id, transfer_requested_message(record))
     return Outgoing(topics.BALANCE_OPERATIONS, record.user_id, balance_operation_for(record))
-
