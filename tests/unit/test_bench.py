@@ -225,3 +225,37 @@ def test_sigterm_stops_the_stack(tmp_path):
     process.communicate(timeout=30)
     assert process.returncode == 128 + signal.SIGTERM
     assert (tmp_path / "stopped").exists()
+
+
+class StoreWithRequesting:
+    """A store whose `requesting` transfers are published after `polls` looks (never, if None)."""
+
+    def __init__(self, polls: int | None) -> None:
+        self.polls = polls
+        self.looked = 0
+
+    def list_not_moved_since(self, statuses, updated_before_ms, limit):
+        self.looked += 1
+        return [] if self.polls is not None and self.looked > self.polls else ["a requesting transfer"]
+
+
+def test_a_transfer_slice_lasts_until_the_relay_has_published_it():
+    from bench.run import Bench
+
+    bench = Bench.__new__(Bench)  # only the store is needed
+    bench.store = StoreWithRequesting(polls=3)
+    run = {"completed": 100, "elapsed_s": 1.0, "throughput_rps": 100.0}
+    bench._count_relay_drain(run)
+    assert bench.store.looked == 4
+    assert run["relay_drain_s"] >= 0.03  # three waits of 10 ms
+    assert run["throughput_rps"] == pytest.approx(100 / (1.0 + run["relay_drain_s"]))
+
+
+def test_a_relay_that_never_drains_fails_the_run(monkeypatch):
+    from bench import run as bench_run
+
+    monkeypatch.setattr(bench_run, "RELAY_DRAIN_TIMEOUT_SECONDS", 0.05)
+    bench = bench_run.Bench.__new__(bench_run.Bench)
+    bench.store = StoreWithRequesting(polls=None)
+    with pytest.raises(RuntimeError, match="relay left transfers requesting"):
+        bench._count_relay_drain({"completed": 1, "elapsed_s": 1.0, "throughput_rps": 1.0})
