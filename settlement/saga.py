@@ -8,7 +8,7 @@ compare-and-set that never leaves a terminal status. The steps take batches
 
 Funding -> Spot:  reserve (pending ledger transfer user funding -> spot pool)
                   -> TransferIn to UBSCore -> post (applied) | void (rejected)
-Spot -> Funding:  TransferOut to UBSCore (published by the API)
+Spot -> Funding:  TransferOut to UBSCore (published by the outbox relay)
                   -> ledger transfer spot pool -> user funding (applied)
                   | failed (rejected)
 """
@@ -328,7 +328,7 @@ def redrive_stuck_transfers(not_moved_for_ms: int, limit: int = 500, ports: Port
     steps: a funding -> spot transfer is reserved again (a no-op if it was)
     and its TransferIn re-sent; a spot -> funding transfer has its
     TransferOut re-sent (and a `requesting` one is then marked `pending`, as
-    the API would have). UBSCore answers a repeated ref_id with its first
+    the relay would have). UBSCore answers a repeated ref_id with its first
     answer, and that answer finishes the transfer.
 
     Each transfer is claimed before it is driven: a compare-and-set to its own
@@ -409,7 +409,7 @@ def _resend_transfer_out(records: Sequence[TransferRecord], ports: Ports, timeli
     for record in records:
         timeline.add(record.request_id, EventKind.TRANSFER_OUT_SENT)
         if record.status is TransferStatus.REQUESTING:
-            # Published now: `pending`, as the API marks it after its own publish.
+            # Published now: `pending`, as the relay marks it after its own publish.
             if ports.store.compare_and_set_status(
                 record.request_id, {TransferStatus.REQUESTING}, TransferStatus.PENDING
             ):
