@@ -101,8 +101,8 @@ def kafka_consumer_lag() -> Iterator[Metric]:
     from transfer_site import topics
 
     groups = {
-        settings.SETTLEMENT_CONSUMER_GROUP: [topics.TRANSFER_REQUESTS, topics.BALANCE_EVENTS],
-        "ubscore": [topics.BALANCE_OPERATIONS],
+        topics.consumer_group(settings.SETTLEMENT_CONSUMER_GROUP): [topics.TRANSFER_REQUESTS, topics.BALANCE_EVENTS],
+        topics.UBSCORE_GROUP: [topics.BALANCE_OPERATIONS],
     }
     lag = consumer_lag(settings.KAFKA_BOOTSTRAP_SERVERS, groups, settings.METRICS_KAFKA_TIMEOUT_SECONDS)
     family = GaugeMetricFamily(

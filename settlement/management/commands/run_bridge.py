@@ -47,7 +47,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         run_consumer(
-            group_id=settings.SETTLEMENT_CONSUMER_GROUP,
+            group_id=topics.consumer_group(settings.SETTLEMENT_CONSUMER_GROUP),
             topic_names=[topics.TRANSFER_REQUESTS, topics.BALANCE_EVENTS],
             handle_batch=hand_over,
         )

@@ -31,4 +31,6 @@ class Command(BaseCommand):
     help = "Run the UBSCore consumer: apply balance.operations once each, answer on balance.events."
 
     def handle(self, *args: object, **options: object) -> None:
-        run_consumer(group_id="ubscore", topic_names=[topics.BALANCE_OPERATIONS], handle_batch=handle_operations)
+        run_consumer(
+            group_id=topics.UBSCORE_GROUP, topic_names=[topics.BALANCE_OPERATIONS], handle_batch=handle_operations
+        )
