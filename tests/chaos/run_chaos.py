@@ -384,9 +384,9 @@ class Observer:
 
         self.stack = stack
         self.groups = {
-            stack.env.get("SETTLEMENT_CONSUMER_GROUP", "settlement-bridge"): (
-                topics.TRANSFER_REQUESTS, topics.BALANCE_EVENTS),
-            "ubscore": (topics.BALANCE_OPERATIONS,),
+            stack.consumer_group(stack.env.get("SETTLEMENT_CONSUMER_GROUP", "settlement-bridge")): (
+                stack.topic(topics.TRANSFER_REQUESTS), stack.topic(topics.BALANCE_EVENTS)),
+            stack.consumer_group("ubscore"): (stack.topic(topics.BALANCE_OPERATIONS),),
         }
         self.consumers = {
             group: KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group, enable_auto_commit=False)
@@ -508,7 +508,7 @@ def replay_all_topics(stack: Stack) -> dict[str, int]:
         bootstrap_servers=stack.kafka_bootstrap, acks="all", max_in_flight_requests_per_connection=1)
     counts = {}
     try:
-        for topic in REPLAYED_TOPICS:
+        for topic in (stack.topic(name) for name in REPLAYED_TOPICS):
             partitions = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
             ends = end_offsets(reader, partitions)
             reader.assign(partitions)

@@ -70,11 +70,12 @@ class User:
 
 
 def publish_raw(stack: Stack, topic: str, key: int, value: bytes) -> None:
+    """Publish to `topic` (a name from transfer_site.topics) in the stack's namespace."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
     try:
-        producer.send(topic, key=str(key).encode(), value=value).get(timeout=10)
+        producer.send(stack.topic(topic), key=str(key).encode(), value=value).get(timeout=10)
     finally:
         producer.close()
 

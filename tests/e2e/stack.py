@@ -5,10 +5,16 @@ worker, Celery beat and the web server (gunicorn), each its own OS process with 
 environment a deployment gives it, on free loopback ports and a private
 VAR_DIR. Tests talk HTTP and Kafka to them; nothing is faked.
 
-The database is a private SQLite file by default. When DATABASE_URL points
-at PostgreSQL, a private database is created on that server and dropped
-afterwards. CELERY_BROKER_URL (e.g. Redis) is used when set, with a queue
-name of this run's own.
+Every stack has servers of its own, or a private part of a shared one:
+
+* Kafka: a Tansu broker of its own; or, when KAFKA_BOOTSTRAP_SERVERS names a
+  running broker (`make services`), that broker, with topics and consumer
+  groups under a namespace of this stack's own (KAFKA_NAMESPACE).
+* The database: a private SQLite file; or, when DATABASE_URL points at
+  PostgreSQL, a private database on that server, dropped afterwards.
+* The transfer store: the database's tables; or, with TRANSFER_STORE=scylla,
+  a private keyspace on the CQL node of SCYLLA_HOSTS, dropped afterwards.
+* Celery: CELERY_BROKER_URL (e.g. Redis) when set, with a queue of its own.
 """
 
 from __future__ import annotations
@@ -72,12 +78,15 @@ class Stack:
     def __init__(self, var_dir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.var_dir = var_dir
         self.run_id = uuid.uuid4().hex[:8]
-        self.kafka_port = free_port()
         self.web_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.web_port}"
-        self.kafka_bootstrap = f"127.0.0.1:{self.kafka_port}"
+        self.external_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
+        self.kafka_port = None if self.external_kafka else free_port()
+        self.kafka_bootstrap = self.external_kafka or f"127.0.0.1:{self.kafka_port}"
+        self.namespace = f"e2e-{self.run_id}."
         self.processes: dict[str, subprocess.Popen] = {}
         self._private_database: str | None = None
+        self._private_keyspace: str | None = None
         self.env = self._environment(extra_env or {})
 
     # --- lifecycle ---------------------------------------------------------
@@ -90,6 +99,7 @@ class Stack:
             LOG_DIR=str(self.var_dir / "log"),
             MESSAGE_BUS="kafka",
             KAFKA_BOOTSTRAP_SERVERS=self.kafka_bootstrap,
+            KAFKA_NAMESPACE=self.namespace,
             PORT=str(self.web_port),
             CELERY_QUEUE=f"settlement-e2e-{self.run_id}",
             SETTLEMENT_CONSUMER_GROUP="settlement-bridge",
@@ -108,8 +118,17 @@ class Stack:
             env["DATABASE_URL"] = self._create_private_postgres_database(database_url)
         else:
             env["DATABASE_URL"] = f"sqlite:///{self.var_dir / 'e2e.sqlite3'}"
+        if env.get("TRANSFER_STORE") == "scylla":
+            self._private_keyspace = env["SCYLLA_KEYSPACE"] = f"test_e2e_{self.run_id}"
         env.update(extra_env)
         return env
+
+    def topic(self, name: str) -> str:
+        """A topic's name as this stack's processes use it (`name` from transfer_site.topics)."""
+        return self.namespace + name
+
+    def consumer_group(self, name: str) -> str:
+        return self.namespace + name
 
     def _create_private_postgres_database(self, database_url: str) -> str:
         import psycopg
@@ -127,8 +146,11 @@ class Stack:
             self._start_tigerbeetle()
         self.manage("migrate", "--noinput")
         self.manage("createcachetable")  # replay records and rate limits (the database cache)
-        self._spawn("broker", [sys.executable, "-m", "transfer_site.devbroker", "--port", str(self.kafka_port)])
-        wait_until(lambda: _port_open(self.kafka_port), 30, "the Kafka broker")
+        if self._private_keyspace:
+            self.manage("sync_scylla_schema", "--replication", "1")
+        if self.kafka_port:
+            self._spawn("broker", [sys.executable, "-m", "transfer_site.devbroker", "--port", str(self.kafka_port)])
+            wait_until(lambda: _port_open(self.kafka_port), 30, "the Kafka broker")
         for name in self.PROCESSES:
             self.start_process(name)
         for name in self.PROCESSES:
@@ -202,6 +224,9 @@ class Stack:
         for name in [n for n in self.processes if n != "broker"]:
             self.stop_process(name, sig)
         self.stop_process("broker", sig)
+        if self._private_keyspace:
+            self.manage("shell", "-c", "from transfers.store.scylla_schema import drop_keyspace; "
+                        f"drop_keyspace({self._private_keyspace!r})", check=False)
         if self._private_database:
             import psycopg
 

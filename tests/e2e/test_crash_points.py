@@ -223,9 +223,11 @@ def test_relay_dies_after_publishing_before_marking_pending(stack, users):
     assert user.wait_terminal(outbound_id)["status"] == "success"
     # Each message went out (at least) twice: settlement took the request again, UBSCore answered the
     # repeat as before. (The re-drive, STUCK_TRANSFER_SECONDS=2 here, may add a copy while they are held.)
+    requests_topic = stack.topic(topics.TRANSFER_REQUESTS)
+
     def requests_handed_over() -> int:
         return sum(1 for record in stack.log_records("bridge") if record.get("message") == "handed to settlement"
-                   and record.get("request_id") == inbound_id and record.get("topic") == topics.TRANSFER_REQUESTS)
+                   and record.get("request_id") == inbound_id and record.get("topic") == requests_topic)
 
     wait_until(lambda: requests_handed_over() >= 2, 30, "the bridge to hand the repeated TransferRequested over")
     assert count_log(stack, "ubscore", "balance operation repeated; answering as before", outbound_id) >= 1

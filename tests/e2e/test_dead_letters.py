@@ -55,8 +55,9 @@ def read_dead_letters(stack: Stack, wanted: set[bytes], timeout: float = 60) -> 
     consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=None, enable_auto_commit=False)
     found: dict[bytes, dict[str, str]] = {}
     try:
-        partitions = wait_until(lambda: consumer.partitions_for_topic(topics.DEAD_LETTERS), 30, "dead-letter topic")
-        consumer.assign([TopicPartition(topics.DEAD_LETTERS, p) for p in partitions])
+        dead_letters = stack.topic(topics.DEAD_LETTERS)
+        partitions = wait_until(lambda: consumer.partitions_for_topic(dead_letters), 30, "dead-letter topic")
+        consumer.assign([TopicPartition(dead_letters, p) for p in partitions])
         consumer.seek_to_beginning()
         deadline = time.monotonic() + timeout
         while wanted - set(found) and time.monotonic() < deadline:
@@ -105,7 +106,7 @@ def test_garbage_is_dead_lettered_with_its_reason_and_the_partition_moves_on(use
     dead = read_dead_letters(stack, set(sent))
     for raw, (topic, reason) in sent.items():
         headers = dead[raw]
-        assert headers["source_topic"] == topic
+        assert headers["source_topic"] == stack.topic(topic)
         assert reason in headers["reason"], (topic, headers["reason"])
         assert headers["source_partition"].isdigit() and headers["source_offset"].isdigit()
 
@@ -118,7 +119,7 @@ def test_garbage_is_dead_lettered_with_its_reason_and_the_partition_moves_on(use
             return lines if len(lines) >= expected else None
 
         lines = wait_until(new_lines, 30, f"{process} to log its dead letters")
-        assert {line["topic"] for line in lines} == {t for t, p in CONSUMERS.items() if p == process}
+        assert {line["topic"] for line in lines} == {stack.topic(t) for t, p in CONSUMERS.items() if p == process}
         assert all(line["reason"] for line in lines)
         totals = [line["dead_letters_total"] for line in lines]
         assert totals == list(range(totals[0], totals[0] + len(totals))), totals
