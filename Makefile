@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test lint migrate clean bench bench-smoke chaos
+.PHONY: run test lint migrate clean bench bench-smoke chaos services services-stop
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,10 +14,23 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 migrate: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py createcachetable
+	$(if $(filter scylla,$(TRANSFER_STORE)),$(BIN)/python manage.py sync_scylla_schema)
+
+# With KAFKA_BOOTSTRAP_SERVERS set (e.g. from var/services.env) the stack uses that broker
+# and does not start the development one.
+PROCESSES := $(if $(KAFKA_BOOTSTRAP_SERVERS),$(shell grep -v '^broker:' Procfile | cut -d: -f1),)
 
 # The whole stack on embedded defaults; Ctrl-C stops every process.
 run: migrate
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --procfile Procfile --port $(PORT)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --procfile Procfile --port $(PORT) $(PROCESSES)
+
+# The production-like servers on loopback (Kafka, Cassandra, PostgreSQL, Redis), see docs/services.md;
+# writes var/services.env. Then: set -a; . var/services.env; set +a; make run (or make test).
+services: $(BIN)/.installed
+	$(BIN)/python -m devservices start
+
+services-stop: $(BIN)/.installed
+	$(BIN)/python -m devservices stop
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
