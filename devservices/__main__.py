@@ -75,6 +75,8 @@ def start_all() -> dict[str, str]:
         "SCYLLA_REPLICATION": "1",
         "DATABASE_URL": database_url,
         "CELERY_BROKER_URL": celery_broker_url,
+        # Where the servers listen, so `python -m devservices restart` finds them again.
+        **{variable: str(port(variable)) for variable in PORTS},
     }
     ENV_FILE.parent.mkdir(parents=True, exist_ok=True)
     ENV_FILE.write_text(

@@ -31,6 +31,12 @@
 6. Re-publishes every message of every topic from offset 0, waits for
    quiescence again, and checks that nothing changed.
 
+With CHAOS_SERVER_FAULTS=1 (on the servers of `make services`: a real Kafka
+broker and TRANSFER_STORE=scylla on the Cassandra node) the servers fail too:
+the Kafka broker is SIGKILLed and restarted once, a third into the load, and
+the Cassandra node once, two thirds in (`python -m devservices restart NAME
+--kill`), besides the service's processes.
+
 Exits 1 on any violation (0 if all hold). Only 127.0.0.1 is ever contacted;
 the number of requests and every wait are bounded.
 
@@ -38,7 +44,7 @@ Settings (environment, or the matching --option): CHAOS_TRANSFERS (3000),
 CHAOS_SECONDS (120), CHAOS_USERS (40), CHAOS_CLIENTS (16), CHAOS_KILL_INTERVAL
 (4, mean seconds between kills on each schedule), CHAOS_SEED (random),
 CHAOS_QUIESCE_SECONDS (600), CHAOS_KEEP (1: keep the stack's folder; it is
-kept anyway when a check fails).
+kept anyway when a check fails), CHAOS_SERVER_FAULTS (0).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -73,6 +80,8 @@ ASSETS = {"USDT": 6, "BTC": 8, "ETH": 8}  # code -> decimals (transfers/migratio
 DEPOSIT_RANGE = {"USDT": (500, 5000), "BTC": (0.2, 3), "ETH": (1, 30)}  # whole units, per side
 FAST_KILL = ("web", "relay", "worker")
 SLOW_KILL = ("bridge", "ubscore")  # Kafka consumers: ~18 s until their partitions come back
+# CHAOS_SERVER_FAULTS: each server SIGKILLed once, at this fraction of the load period.
+SERVER_KILLS = (("kafka", 1 / 3), ("cassandra", 2 / 3))
 REPLAYED_TOPICS = (topics.TRANSFER_REQUESTS, topics.BALANCE_OPERATIONS, topics.BALANCE_EVENTS)
 HTTP_TIMEOUT_SECONDS = 30
 STACK_ENV = {
@@ -94,6 +103,7 @@ class Config:
     seed: int
     quiesce_seconds: float
     keep: bool
+    server_faults: bool
 
     @classmethod
     def from_args(cls) -> Config:
@@ -107,13 +117,18 @@ class Config:
         parser.add_argument("--seed", type=int, default=int(env("CHAOS_SEED", str(random.randrange(1 << 30)))))
         parser.add_argument("--quiesce-seconds", type=float, default=float(env("CHAOS_QUIESCE_SECONDS", "600")))
         parser.add_argument("--keep", action="store_true", default=env("CHAOS_KEEP", "") not in ("", "0"))
+        parser.add_argument("--server-faults", action="store_true",
+                            default=env("CHAOS_SERVER_FAULTS", "") not in ("", "0"))
         args = parser.parse_args()
+        if args.server_faults and not (env("KAFKA_BOOTSTRAP_SERVERS") and env("TRANSFER_STORE") == "scylla"):
+            parser.error("CHAOS_SERVER_FAULTS needs the servers of `make services`: "
+                         "set -a; . var/services.env; set +a")
         if not 1 <= args.transfers <= 100_000 or not 1 <= args.users <= 10_000 or not 1 <= args.clients <= 64:
             parser.error("CHAOS_TRANSFERS 1..100000, CHAOS_USERS 1..10000, CHAOS_CLIENTS 1..64")
         if not 1 <= args.seconds <= 3600:
             parser.error("CHAOS_SECONDS 1..3600")
         return cls(args.transfers, args.seconds, args.users, args.clients, args.kill_interval, args.seed,
-                   args.quiesce_seconds, args.keep)
+                   args.quiesce_seconds, args.keep, args.server_faults)
 
 
 # --- The plan: what the clients will send ------------------------------------------
@@ -332,10 +347,13 @@ class Killer:
         self.stop = threading.Event()
         self.kills: collections.Counter = collections.Counter()
         self.restart_errors: list[str] = []
+        self.server_downtime: dict[str, float] = {}  # server -> seconds from SIGKILL to ready again
         self.threads = [
             threading.Thread(target=self._loop, args=(FAST_KILL, random.Random(rng.random())), daemon=True),
             threading.Thread(target=self._loop, args=(SLOW_KILL, random.Random(rng.random())), daemon=True),
         ]
+        if config.server_faults:
+            self.threads.append(threading.Thread(target=self._kill_servers, daemon=True))
 
     def start(self) -> None:
         for thread in self.threads:
@@ -356,6 +374,21 @@ class Killer:
             except Exception as error:  # made running again below, reported at the end
                 self.restart_errors.append(f"{name}: {error!r}")
                 self._ensure_running(name)
+
+    def _kill_servers(self) -> None:
+        """SIGKILL each server once at its moment of the load period, and start it again (it waits until ready)."""
+        started = time.monotonic()
+        for name, fraction in SERVER_KILLS:
+            if self.stop.wait(max(0.0, started + fraction * self.config.seconds - time.monotonic())):
+                return
+            t = time.monotonic()
+            result = subprocess.run([sys.executable, "-m", "devservices", "restart", name, "--kill"], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+            if result.returncode == 0:
+                self.kills[f"{name} (server)"] += 1
+                self.server_downtime[name] = time.monotonic() - t
+            else:
+                self.restart_errors.append(f"{name} (server): {result.stdout}{result.stderr}")
 
     def _ensure_running(self, name: str) -> None:
         process = self.stack.processes.get(name)
@@ -679,7 +712,10 @@ def print_summary(config, phases, killer, stats, planned, report, replayed, chan
     kills = [[name, killer.kills[name]] for name in FAST_KILL] + [
         [name, f"{killer.kills[name]} ({killer.kills[f'{name} (before ready)']} of them before it was ready)"]
         for name in SLOW_KILL]
-    total_kills = sum(killer.kills[name] for name in FAST_KILL + SLOW_KILL)
+    kills += [[f"{name} (server)", f"{killer.kills[f'{name} (server)']} (down {killer.server_downtime[name]:.0f}s)"]
+              for name in killer.server_downtime]
+    total_kills = sum(killer.kills[name] for name in FAST_KILL + SLOW_KILL) + sum(
+        killer.kills[f"{name} (server)"] for name, _ in SERVER_KILLS)
     print("\n" + table([*kills, ["total", total_kills]], ["process SIGKILLed + restarted", "times"]))
 
     kinds = collections.Counter(p.kind for p in planned)
