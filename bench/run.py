@@ -174,7 +174,8 @@ class Bench:
             "database": self.database_vendor,
             "ledger_backend": env.get("LEDGER_BACKEND", "sql"),
             "transfer_store": env.get("TRANSFER_STORE", "orm"),
-            "message_bus": "kafka (Tansu, in memory)",
+            "message_bus": f"kafka ({env['KAFKA_BOOTSTRAP_SERVERS']})" if self.stack.external_kafka
+            else "kafka (Tansu, in memory)",
             "celery_broker": env.get("CELERY_BROKER_URL", "filesystem://"),
             "web_workers": env.get("WEB_WORKERS"),
             "web_threads": env.get("WEB_THREADS", "4"),
