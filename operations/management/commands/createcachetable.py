@@ -3,7 +3,7 @@
 On SQLite the database cache lives in a file of its own (`cache`,
 transfer_site/routers.py), so the usual `manage.py createcachetable`, which
 only looks at `default`, would skip it. Without `--database` this runs the
-stock command for each configured database; the router decides where the
+stock command for each configured relational database; the router decides where the
 table goes, as it does for Django's own runs.
 """
 
@@ -21,4 +21,6 @@ class Command(DjangoCreateCacheTable):
             super().handle(*tablenames, **options)
             return
         for alias in connections:
+            if connections.settings[alias]["ENGINE"] == "django_cassandra_engine":
+                continue  # ScyllaDB keeps transfer records only; it has no cache table
             super().handle(*tablenames, **{**options, "database": alias})
