@@ -134,7 +134,7 @@ def get_message_bus() -> MessageBus:
 
 def ensure_topics(timeout_seconds: float = 60) -> None:
     """Create the service's topics if missing, waiting for the broker to come up."""
-    from kafka import KafkaAdminClient
+    from kafka import KafkaAdminClient, KafkaConsumer
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
 
@@ -156,8 +156,24 @@ def ensure_topics(timeout_seconds: float = 60) -> None:
                 pass
             except KafkaError as error:
                 logger.warning("could not create topic %s: %r", topic, error)
+        # A created topic reaches the brokers' metadata a moment later. A consumer that
+        # subscribes before then is assigned no partition of it, and kafka-python looks
+        # again only after metadata_max_age_ms (5 minutes): wait until every topic is there.
+        reader = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, group_id=None)
+        try:
+            while missing := _topics_without_partitions(reader):
+                if time.monotonic() > deadline:
+                    raise BusUnavailable(f"topics without partitions after {timeout_seconds:.0f}s: {missing}")
+                time.sleep(0.1)
+        finally:
+            reader.close()
     finally:
         admin.close()
+
+
+def _topics_without_partitions(reader) -> list[str]:
+    reader.topics()  # a fresh metadata request
+    return [topic for topic in topics.ALL if not reader.partitions_for_topic(topic)]
 
 
 @dataclass(frozen=True)

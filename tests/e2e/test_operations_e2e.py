@@ -73,7 +73,8 @@ def test_a_transfer_shows_in_metrics_and_its_timeline_spans_the_processes(user):
         assert values[("internal_transfer_metrics_source_up", (("source", source),))] == 1, source
     for group, topic in (("settlement-bridge", "internal_transfer.requests"), ("settlement-bridge", "balance.events"),
                          ("ubscore", "balance.operations")):
-        assert values[("internal_transfer_kafka_consumer_lag", (("group", group), ("topic", topic)))] >= 0
+        labels = (("group", user.stack.consumer_group(group)), ("topic", user.stack.topic(topic)))
+        assert values[("internal_transfer_kafka_consumer_lag", labels)] >= 0
     assert values[("internal_transfer_reconcile_difference_minor_units", (("asset", "USDT"), ("check", "spot")))] == 0
     created = ("internal_transfer_transfers_created_total", (("asset", "USDT"), ("direction", "funding_to_spot")))
     assert samples(user.stack)[created] >= values[created]  # another scrape, maybe another worker: the same totals
