@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -229,8 +230,21 @@ class TransferAdmin(admin.ModelAdmin):
         note = f"; {left} already finished or moved on, left alone" if left else ""
         self.message_user(request, f"Re-drove {driven} transfer(s){note}.", messages.SUCCESS)
 
+    # With TRANSFER_STORE=scylla the records are not in this table: the same links (the index's
+    # "Transfers", a search, a transfer's page) lead to the store's page, where the same records
+    # are found, read and re-driven (transfers/admin_scylla.py).
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        if settings.TRANSFER_STORE != "orm":
+            term = request.GET.get("q", "").strip()
+            query = f"?request_id={term}" if term.isascii() and term.isdigit() else ""
+            return HttpResponseRedirect(reverse("transfer_store_records") + query)
+        return super().changelist_view(request, extra_context)
+
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict | None = None) -> HttpResponse:
+        if settings.TRANSFER_STORE != "orm":
+            query = f"?request_id={object_id}" if object_id.isascii() and object_id.isdigit() else ""
+            return HttpResponseRedirect(reverse("transfer_store_records") + query)
         context = dict(extra_context or {})
         if object_id.isascii() and object_id.isdigit() and int(object_id) <= MAX_ID:
             transfer = Transfer.objects.filter(pk=int(object_id)).only("status", "user_id").first()

@@ -56,11 +56,12 @@ _TEMPLATE = """{% extends "admin/base_site.html" %}
 </form>
 {% if error %}<p class="errornote">{{ error }}</p>{% endif %}
 {% if searched %}
-<table>
+<table id="result_list">
   <thead><tr><th>request id</th><th>user id</th><th>client transfer id</th><th>direction</th><th>asset</th>
   <th>amount</th><th>status</th><th>error</th><th>created (UTC)</th><th>updated (UTC)</th></tr></thead>
   <tbody>
-  {% for row in rows %}<tr><td>{{ row.record.request_id }}</td><td>{{ row.record.user_id }}</td>
+  {% for row in rows %}<tr><td><a href="?request_id={{ row.record.request_id }}">{{ row.record.request_id }}</a>
+  </td><td><a href="?user_id={{ row.record.user_id }}">{{ row.record.user_id }}</a></td>
   <td>{{ row.record.client_transfer_id|default:"" }}</td><td>{{ row.record.direction.value }}</td>
   <td>{{ row.record.asset_code }}</td><td>{{ row.amount }}</td><td>{{ row.record.status.value }}</td>
   <td>{{ row.record.error_message|default:"" }}</td><td>{{ row.created }}</td><td>{{ row.updated }}</td></tr>
@@ -70,11 +71,11 @@ _TEMPLATE = """{% extends "admin/base_site.html" %}
 {% if next_query %}<p><a href="?{{ next_query }}">Next page</a></p>{% endif %}
 {% endif %}
 {% if timeline is not None %}
-<h2 id="timeline">Timeline of {{ form.request_id }}</h2>
+<h2>Timeline of {{ form.request_id }}</h2>
 {% if can_redrive %}<form method="post">{% csrf_token %}
 <input type="hidden" name="redrive" value="{{ form.request_id }}">
 <input type="submit" value="Re-drive this transfer"></form>{% endif %}
-<table>
+<table id="timeline">
   <thead><tr><th>time (UTC)</th><th>event</th><th>what happened</th><th>by</th><th>process</th></tr></thead>
   <tbody>
   {% for entry in timeline %}<tr class="timeline-event"><td>{{ entry.at }}</td><td>{{ entry.kind }}</td>

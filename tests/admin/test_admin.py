@@ -48,6 +48,7 @@ def test_the_migrations_create_the_two_roles(groups):
 # --- Transfers list ---------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("orm_transfer_store")
 def test_support_finds_a_transfer_by_request_id_client_id_or_user_id(support_client, make_transfer, user_id):
     wanted = make_transfer(amount="12.5", client_transfer_id="order-77")
     other = make_transfer(amount="3", user=user_id + 1)
@@ -63,6 +64,7 @@ def test_support_finds_a_transfer_by_request_id_client_id_or_user_id(support_cli
     assert support_client.get(TRANSFERS, {"q": "x' OR 1=1"}).status_code == 200
 
 
+@pytest.mark.usefixtures("orm_transfer_store")
 def test_filters_by_status_direction_asset_and_creation_date(support_client, make_transfer):
     usdt_in = make_transfer("funding", "spot", "USDT", "1")
     btc_out = make_transfer("spot", "funding", "BTC", "0.5")
@@ -83,6 +85,7 @@ def test_filters_by_status_direction_asset_and_creation_date(support_client, mak
     assert listed(created="older") == {old.request_id}
 
 
+@pytest.mark.usefixtures("orm_transfer_store")
 def test_a_transfers_page_shows_its_timeline_and_nothing_is_editable(support_client, make_transfer):
     record = make_transfer("funding", "spot", "USDT", "12.5")
 
@@ -101,6 +104,7 @@ def test_a_transfers_page_shows_its_timeline_and_nothing_is_editable(support_cli
 
 
 @pytest.mark.parametrize("role", ["support", "admin", "superuser"])
+@pytest.mark.usefixtures("orm_transfer_store")
 def test_nobody_can_change_add_or_delete_a_transfer(request, role, make_transfer, client, django_user_model):
     if role == "superuser":
         user = django_user_model.objects.create_superuser("root", password="pw")
@@ -122,6 +126,7 @@ def test_nobody_can_change_add_or_delete_a_transfer(request, role, make_transfer
 # --- Re-drive ------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("orm_transfer_store")
 def test_support_redrives_a_stuck_transfer_and_the_admin_log_says_who(support_client, support_user, make_transfer,
                                                                       bus, user_id):
     deposit_to_funding(user_id, 1, 100_000_000, reference=user_id)
@@ -145,6 +150,7 @@ def test_support_redrives_a_stuck_transfer_and_the_admin_log_says_who(support_cl
     assert Transfer.objects.get(pk=record.request_id).status == "pending"
 
 
+@pytest.mark.usefixtures("orm_transfer_store")
 def test_a_finished_transfer_is_left_alone_by_a_redrive(support_client, make_transfer, bus):
     record = make_transfer()
     Transfer.objects.filter(pk=record.request_id).update(status="success")
@@ -158,12 +164,14 @@ def test_a_finished_transfer_is_left_alone_by_a_redrive(support_client, make_tra
     assert "Re-drive</button>" not in support_client.get(transfer_page(record.request_id)).content.decode()
 
 
+@pytest.mark.usefixtures("orm_transfer_store")
 def test_the_redrive_button_posts_the_action(support_client, make_transfer):
     record = make_transfer()
     html = support_client.get(transfer_page(record.request_id)).content.decode()
     assert 'id="redrive-form"' in html and f'name="_selected_action" value="{record.request_id}"' in html
 
 
+@pytest.mark.usefixtures("orm_transfer_store")
 def test_the_admin_role_cannot_redrive(admin_client_role, make_transfer, bus):
     record = make_transfer()
     bus.published.clear()
@@ -174,6 +182,7 @@ def test_the_admin_role_cannot_redrive(admin_client_role, make_transfer, bus):
     assert not LogEntry.objects.filter(object_id=str(record.request_id)).exists()
 
 
+@pytest.mark.usefixtures("orm_transfer_store")
 def test_a_viewer_without_the_redrive_permission_has_no_such_action(client, django_user_model, make_transfer, bus):
     from django.contrib.auth.models import Permission
 
@@ -368,3 +377,18 @@ def test_the_store_page_redrive_needs_the_permission(client, django_user_model, 
     assert 'name="redrive"' not in client.get(STORE_PAGE, {"request_id": str(record.request_id)}).content.decode()
     assert client.post(STORE_PAGE, {"redrive": str(record.request_id)}).status_code == 403
     assert bus.published == []
+
+
+def test_with_the_scylla_store_the_transfers_links_lead_to_the_store_page(support_client, settings):
+    settings.TRANSFER_STORE = "scylla"  # the redirect reads no record: no server needed
+    response = support_client.get(TRANSFERS, {"q": "386764767001313280"})
+    assert (response.status_code, response["Location"]) == (302, STORE_PAGE + "?request_id=386764767001313280")
+    response = support_client.get(transfer_page(386764767001313280))
+    assert (response.status_code, response["Location"]) == (302, STORE_PAGE + "?request_id=386764767001313280")
+    assert support_client.get(TRANSFERS, {"q": "a-client-id"})["Location"] == STORE_PAGE
+
+
+def test_the_store_page_links_each_transfer_to_its_timeline(support_client, make_transfer, user_id):
+    record = make_transfer()
+    html = support_client.get(STORE_PAGE, {"user_id": str(user_id)}).content.decode()
+    assert f'href="?request_id={record.request_id}"' in html and f'href="?user_id={user_id}"' in html
