@@ -85,12 +85,3 @@ def make_transfer(db, bus, user_id):
 
     return make
 
-
-@pytest.fixture
-def orm_transfer_store(settings):
-    """The Transfer model's admin pages read the ORM table: those tests run on the ORM store, whatever the
-    run's TRANSFER_STORE (with ScyllaDB the store page serves them, tested on the configured store)."""
-    settings.TRANSFER_STORE = "orm"
-    get_transfer_store.cache_clear()
-    yield
-    get_transfer_store.cache_clear()

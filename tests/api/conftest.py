@@ -95,3 +95,26 @@ def nothing_stored_or_published(db, bus, relay) -> Callable[[], None]:
         assert relay() == []
 
     return check
+
+
+def stored_transfer_count() -> int:
+    """How many transfer records the store holds (tests only: a full count, on either store)."""
+    from django.conf import settings
+
+    if settings.TRANSFER_STORE == "scylla":
+        from transfers.store.scylla_connection import get_session, keyspace_name
+
+        row = get_session().execute(f"SELECT COUNT(*) FROM {keyspace_name()}.transfer").one()
+        return row["count"] if isinstance(row, dict) else row[0]
+    from transfers.models import Transfer
+
+    return Transfer.objects.count()
+
+
+def stored_transfer(request_id: int | str):
+    """The stored record of a transfer, through the store port."""
+    from transfers.store import get_transfer_store
+
+    record = get_transfer_store().get(int(request_id))
+    assert record is not None, f"transfer {request_id} is not stored"
+    return record

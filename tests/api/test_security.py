@@ -15,10 +15,11 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from tests.api.conftest import stored_transfer, stored_transfer_count
 from transfers import signing
 from transfers.api import authentication, throttling
 from transfers.api.throttling import ApiKeyRateThrottle
-from transfers.models import ApiKey, ApiKeyPermission, Transfer
+from transfers.models import ApiKey, ApiKeyPermission
 from transfers.services import create_api_key, hash_api_key_secret
 
 pytestmark = pytest.mark.django_db
@@ -166,7 +167,7 @@ def test_create_ignores_a_user_in_the_query_or_headers(client, user_id, other_us
         f"{CREATE_URL}?user_id={other_user_id}", transfer_body(), format="json", HTTP_X_USER_ID=str(other_user_id)
     )
     assert response.status_code == 202, response.content
-    stored = Transfer.objects.get(request_id=int(response.json()["request_id"]))
+    stored = stored_transfer(int(response.json()["request_id"]))
     assert stored.user_id == user_id
     assert [(out.key, out.message.user_id) for out in relay()] == [(user_id, user_id)]
 
@@ -222,14 +223,14 @@ def test_a_read_only_key_cannot_transfer(user_id, client):
     own = client.post(CREATE_URL, transfer_body(), format="json").json()["request_id"]
     read_only = create_api_key(user_id, read_only=True)
     reader = client_for(read_only.key)
-    count = Transfer.objects.count()
+    count = stored_transfer_count()
 
     message = assert_error(reader.post(CREATE_URL, transfer_body(), format="json"), 403, "forbidden")
     assert "read-only" in message
     # Signed or not.
     body = encode(transfer_body())
     assert_error(signed(reader, read_only.signing_secret, "POST", CREATE_URL, body), 403, "forbidden")
-    assert Transfer.objects.count() == count
+    assert stored_transfer_count() == count
 
     # It reads the same user's money.
     assert reader.get(f"{CREATE_URL}/{own}").status_code == 200
@@ -291,7 +292,7 @@ def test_signed_requests_are_accepted(client, secret, user_id, relay):
     body = encode(transfer_body(client_transfer_id="signed-1"))
     created = signed(client, secret, "POST", CREATE_URL, body)
     assert created.status_code == 202, created.content
-    assert Transfer.objects.get(request_id=int(created.json()["request_id"])).user_id == user_id
+    assert stored_transfer(int(created.json()["request_id"])).user_id == user_id
     assert len(relay()) == 1
     for path in [f"{LIST_URL}?asset=USDT&limit=20", BALANCES_URL, f"{CREATE_URL}/{created.json()['request_id']}"]:
         assert signed(client, secret, "GET", path).status_code == 200, path
@@ -415,7 +416,7 @@ def test_a_replayed_signed_transfer_is_refused(client, secret, relay):
     assert_error(send(client, "POST", CREATE_URL, body, headers), 401, "signature_replayed")
     headers["HTTP_X_API_SIGNATURE"] = headers["HTTP_X_API_SIGNATURE"].upper()  # the same signature, spelled otherwise
     assert_error(send(client, "POST", CREATE_URL, body, headers), 401, "signature_replayed")
-    assert Transfer.objects.count() == 1
+    assert stored_transfer_count() == 1
     assert len(relay()) == 1
     # Signed anew, the same transfer is a new request.
     assert signed(client, secret, "POST", CREATE_URL, body, timestamp=str(now_ms() + 1)).status_code == 202
@@ -531,7 +532,7 @@ def assert_rate_limited(response, retry_after: str) -> None:
 def test_creating_transfers_is_rate_limited_per_key(rates, client, relay):
     assert [client.post(CREATE_URL, transfer_body(), format="json").status_code for _ in range(2)] == [202, 202]
     assert_rate_limited(client.post(CREATE_URL, transfer_body(), format="json"), "1")
-    assert Transfer.objects.count() == 2  # the refused one stored nothing
+    assert stored_transfer_count() == 2  # the refused one stored nothing
     assert len(relay()) == 2
 
 

@@ -9,11 +9,12 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from tests.api.conftest import stored_transfer, stored_transfer_count
 from transfer_site import topics
 from transfer_site.bus import BusUnavailable, InMemoryMessageBus, Outgoing
 from transfer_site.messages import BalanceOperation, TransferRequested
 from transfers.domain import TransferStatus
-from transfers.models import ApiKey, Asset, Transfer
+from transfers.models import ApiKey, Asset
 from transfers.store import get_transfer_store
 
 pytestmark = pytest.mark.django_db
@@ -165,7 +166,7 @@ def test_create_with_a_client_transfer_id(api_client):
     response = post(api_client, body(client_transfer_id="order_2024-06-01_A"))
     assert response.status_code == 202
     assert response.json()["client_transfer_id"] == "order_2024-06-01_A"
-    assert Transfer.objects.get(request_id=int(response.json()["request_id"])).client_transfer_id == (
+    assert stored_transfer(int(response.json()["request_id"])).client_transfer_id == (
         "order_2024-06-01_A"
     )
 
@@ -188,7 +189,7 @@ def test_each_post_is_a_new_transfer_with_a_new_id(api_client, relay):
     first = post(api_client, body()).json()
     second = post(api_client, body()).json()
     assert first["request_id"] != second["request_id"]
-    assert Transfer.objects.count() == 2
+    assert stored_transfer_count() == 2
     assert len(relay()) == 2
 
 
@@ -243,7 +244,7 @@ def test_replay_with_the_same_body_returns_the_same_transfer_once(api_client, re
     assert second.json() == third.json()
     assert second["Idempotent-Replayed"] == "true"
     assert "Idempotent-Replayed" not in first
-    assert Transfer.objects.count() == 1
+    assert stored_transfer_count() == 1
     assert len(relay()) == 1
 
 
@@ -257,7 +258,7 @@ def test_replay_answers_the_current_status(api_client, relay):
     assert replay.status_code == 202
     assert replay.json()["status"] == "failed"
     assert replay.json()["error_message"] == "insufficient balance"
-    assert Transfer.objects.count() == 1
+    assert stored_transfer_count() == 1
 
 
 @pytest.mark.parametrize(
@@ -273,15 +274,15 @@ def test_same_client_transfer_id_for_a_different_transfer_is_a_conflict(api_clie
     first = post(api_client, body(client_transfer_id="dup"))
     assert first.status_code == 202
     bus.published.clear()
-    count = Transfer.objects.count()
+    count = stored_transfer_count()
 
     response = post(api_client, different)
     error = assert_error(response, 409, "conflict")
     assert "dup" in error["message"]
-    assert Transfer.objects.count() == count
+    assert stored_transfer_count() == count
     assert bus.published == []
     # The first transfer is untouched.
-    stored = Transfer.objects.get(request_id=int(first.json()["request_id"]))
+    stored = stored_transfer(int(first.json()["request_id"]))
     assert (stored.amount, stored.asset_id, stored.direction) == (12_500_000, USDT_ID, "funding_to_spot")
 
 
@@ -291,7 +292,7 @@ def test_same_client_transfer_id_for_another_user_is_a_different_transfer(api_cl
     assert mine.status_code == theirs.status_code == 202
     assert mine.json()["request_id"] != theirs.json()["request_id"]
     assert theirs.json()["amount"] == "99"
-    assert Transfer.objects.count() == 2
+    assert stored_transfer_count() == 2
     assert len(relay()) == 2
 
 
@@ -677,7 +678,7 @@ def test_revoked_api_key_is_unauthorized(api_client, api_key, nothing_stored_or_
 
 def test_the_user_comes_from_the_key(api_client, user_id, relay):
     response = post(api_client, body())
-    assert Transfer.objects.get(request_id=int(response.json()["request_id"])).user_id == user_id
+    assert stored_transfer(int(response.json()["request_id"])).user_id == user_id
     assert relay()[0].key == user_id
 
 

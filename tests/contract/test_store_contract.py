@@ -763,3 +763,8 @@ def test_the_timeline_is_append_only(transfer_store, make, user_id):
     # A status change does not touch the timeline; the record does not depend on it.
     assert transfer_store.compare_and_set_status(record.request_id, IN_FLIGHT, SUCCESS)
     assert transfer_store.timeline(record.request_id) == [redrive, redrive]
+
+
+@pytest.mark.parametrize("request_id", [2**63, 2**64 + 5, 9_999_999_999_999_999_999])
+def test_an_id_beyond_the_64_bit_range_is_unknown_not_an_error(transfer_store, request_id):
+    assert transfer_store.get(request_id) is None

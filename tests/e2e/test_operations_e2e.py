@@ -56,28 +56,36 @@ def test_a_transfer_shows_in_metrics_and_its_timeline_spans_the_processes(user):
         assert by_kind[kind] == "worker", (kind, timeline)
     assert ["status_changed", "worker", {"from": "pending", "to": "success"}] in timeline
 
-    # /metrics: computed from durable state, so whichever gunicorn worker answers agrees.
+    # /metrics: computed from durable state, so whichever gunicorn worker answers agrees. The ScyllaDB
+    # store cannot count transfers cheaply (docs/scylla.md "Metrics"): its counts are left out, not wrong.
+    store_counts = user.stack.env.get("TRANSFER_STORE", "orm") == "orm"
+    created = ("internal_transfer_transfers_created_total", (("asset", "USDT"), ("direction", "funding_to_spot")))
+
     def scraped():
         values = samples(user.stack)
         finished = ("internal_transfer_transfers_finished_total",
                     (("asset", "USDT"), ("direction", "funding_to_spot"), ("status", "success")))
-        return values if values.get(finished, 0) >= 1 else None
+        return values if values.get(finished, 0) >= 1 or not store_counts else None
 
     values = wait_until(scraped, 30, "the finished transfer in /metrics")
-    assert values[("internal_transfer_transfers_created_total",
-                   (("asset", "USDT"), ("direction", "funding_to_spot")))] >= 1
-    assert values[("internal_transfer_transfer_duration_seconds_count",
-                   (("direction", "funding_to_spot"), ("status", "success")))] >= 1
-    for source in ("transfer_counts", "transfer_durations", "stuck_transfers", "kafka", "dead_letters", "reconcile",
-                   "celery_tasks"):
+    counted_sources = {"transfer_counts", "transfer_durations"}
+    if store_counts:
+        assert values[created] >= 1
+        assert values[("internal_transfer_transfer_duration_seconds_count",
+                       (("direction", "funding_to_spot"), ("status", "success")))] >= 1
+        assert samples(user.stack)[created] >= values[created]  # another scrape, maybe another worker: the same
+    else:
+        assert not any(("source", source) in labels for name, labels in values
+                       if name == "internal_transfer_metrics_source_up" for source in counted_sources)
+        assert created not in values
+    for source in ("stuck_transfers", "kafka", "dead_letters", "reconcile", "celery_tasks",
+                   *(counted_sources if store_counts else ())):
         assert values[("internal_transfer_metrics_source_up", (("source", source),))] == 1, source
     for group, topic in (("settlement-bridge", "internal_transfer.requests"), ("settlement-bridge", "balance.events"),
                          ("ubscore", "balance.operations")):
         labels = (("group", user.stack.consumer_group(group)), ("topic", user.stack.topic(topic)))
         assert values[("internal_transfer_kafka_consumer_lag", labels)] >= 0
     assert values[("internal_transfer_reconcile_difference_minor_units", (("asset", "USDT"), ("check", "spot")))] == 0
-    created = ("internal_transfer_transfers_created_total", (("asset", "USDT"), ("direction", "funding_to_spot")))
-    assert samples(user.stack)[created] >= values[created]  # another scrape, maybe another worker: the same totals
 
     # Logs: every line about this transfer names its process; Celery's own lines carry the request id.
     for process in ("web", "bridge", "worker", "ubscore"):

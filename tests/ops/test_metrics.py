@@ -52,6 +52,7 @@ def finish(record, status: TransferStatus, took_ms: int) -> None:
         "x" if status is TransferStatus.FAILED else None, now_ms=record.created_at_ms + took_ms)
 
 
+@pytest.mark.usefixtures("orm_transfer_store")
 def test_counts_by_status_direction_and_asset(client):
     before = scrape(client)
     a = create(1, "funding", "spot", "USDT", "1")
@@ -79,6 +80,7 @@ def test_counts_by_status_direction_and_asset(client):
         item for labels in after["internal_transfer_transfers_created_total"] for item in labels)
 
 
+@pytest.mark.usefixtures("orm_transfer_store")
 def test_duration_histogram_of_recently_finished_transfers(client):
     fast = create(4, "funding", "spot", "USDT", "1")
     slow = create(5, "spot", "funding", "USDT", "1")
@@ -103,6 +105,7 @@ def test_duration_histogram_of_recently_finished_transfers(client):
                  direction="spot_to_funding", status="success") == pytest.approx(45.0)
 
 
+@pytest.mark.usefixtures("orm_transfer_store")
 def test_stuck_transfers(client, settings):
     settings.STUCK_TRANSFER_SECONDS = 30
     stuck = create(7, "funding", "spot", "ETH", "1")
@@ -173,6 +176,7 @@ def test_kafka_lag_is_read_per_group_and_topic(client, settings):
     assert value(samples, "internal_transfer_metrics_source_up", source="kafka") == 0
 
 
+@pytest.mark.usefixtures("orm_transfer_store")
 def test_the_counts_do_not_depend_on_the_process_that_serves_the_scrape(client):
     # Two "processes": nothing is kept in memory, so a fresh render sees the same numbers.
     create(10, "funding", "spot", "USDT", "1")
@@ -182,6 +186,7 @@ def test_the_counts_do_not_depend_on_the_process_that_serves_the_scrape(client):
     assert created and all(line in second.decode() for line in created)
 
 
+@pytest.mark.usefixtures("orm_transfer_store")
 def test_the_redrive_path_leaves_metrics_consistent(client):
     record = create(11, "spot", "funding", "USDT", "1")
     get_message_bus().published.clear()

@@ -246,6 +246,12 @@ class FakeScylla:
 # --- Fixtures ------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def fake_keyspace(settings) -> None:
+    """The fake session knows the statements of KEYSPACE, whatever keyspace the test run's settings name."""
+    settings.SCYLLA_KEYSPACE = KEYSPACE
+
+
 @pytest.fixture
 def fake() -> FakeScylla:
     return FakeScylla()

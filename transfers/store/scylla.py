@@ -502,6 +502,8 @@ class ScyllaTransferStore(TransferStore):
         return found
 
     def get(self, request_id: int) -> TransferRecord | None:
+        if not 0 <= int(request_id) <= MAX_BIGINT:  # not a request id (bigint); the driver would refuse it
+            return None
         stored = self._read(int(request_id))
         return stored.record if stored else None
 
