@@ -126,8 +126,11 @@ def java_command(home: Path) -> list[str]:
 def start(home: Path, cql_port: int, storage_port: int) -> None:
     """Start the node and wait until CQL answers a query."""
     pid_file = home / "cassandra.pid"
-    if running_pid(pid_file) and port_open(cql_port):
-        return
+    if running_pid(pid_file):
+        if port_open(cql_port):
+            return
+        raise ServiceError(f"Cassandra is already running from {home} (pid {running_pid(pid_file)}) on another "
+                           f"port than {cql_port}: make services-stop first")
     require_free_port(cql_port, "Cassandra (CQL)", "SERVICES_CQL_PORT")
     require_free_port(storage_port, "Cassandra (storage)", "SERVICES_CASSANDRA_STORAGE_PORT")
     (home / "logs").mkdir(parents=True, exist_ok=True)

@@ -119,8 +119,11 @@ def _java(home: Path, main: str, *args: str) -> list[str]:
 def start(home: Path, port: int, controller_port: int) -> None:
     """Start the broker (formatting its storage the first time) and wait until it serves metadata."""
     pid_file = home / "kafka.pid"
-    if running_pid(pid_file) and port_open(port):
-        return
+    if running_pid(pid_file):
+        if port_open(port):
+            return
+        raise ServiceError(f"Kafka is already running from {home} (pid {running_pid(pid_file)}) on another "
+                           f"port than {port}: make services-stop first")
     require_free_port(port, "Kafka", "SERVICES_KAFKA_PORT")
     require_free_port(controller_port, "Kafka's controller", "SERVICES_KAFKA_CONTROLLER_PORT")
     (home / "logs").mkdir(parents=True, exist_ok=True)
