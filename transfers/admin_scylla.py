@@ -27,7 +27,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template import engines
-from django.urls import path
+from django.urls import path, reverse
 
 from transfers.amounts import format_amount
 from transfers.domain import IN_FLIGHT, TransferStatus
@@ -72,9 +72,10 @@ _TEMPLATE = """{% extends "admin/base_site.html" %}
 {% endif %}
 {% if timeline is not None %}
 <h2>Timeline of {{ form.request_id }}</h2>
-{% if can_redrive %}<form method="post">{% csrf_token %}
+{% if balances_url %}<p><a href="{{ balances_url }}">User's balances</a></p>{% endif %}
+{% if can_redrive %}<form method="post" id="redrive-form">{% csrf_token %}
 <input type="hidden" name="redrive" value="{{ form.request_id }}">
-<input type="submit" value="Re-drive this transfer"></form>{% endif %}
+<button type="submit" class="button">Re-drive</button></form>{% endif %}
 <table id="timeline">
   <thead><tr><th>time (UTC)</th><th>event</th><th>what happened</th><th>by</th><th>process</th></tr></thead>
   <tbody>
@@ -119,7 +120,7 @@ def transfer_records_view(request: HttpRequest) -> HttpResponse:
     except ValueError:
         request_id = user_id = status = asset_id = stuck_minutes = None
         error = "Ids and minutes are whole numbers; status is one of the listed ones."
-    timeline, can_redrive = None, False
+    timeline, can_redrive, balances_url = None, False, ""
     if request_id is not None:
         searched = True
         record = store.get(request_id)
@@ -131,6 +132,8 @@ def transfer_records_view(request: HttpRequest) -> HttpResponse:
                 for event in store.timeline(request_id)
             ]
             can_redrive = record.status in IN_FLIGHT and request.user.has_perm("transfers.redrive_transfer")
+            if request.user.has_perm("transfers.view_balances"):
+                balances_url = reverse("admin_user_balances") + f"?user_id={record.user_id}"
     elif user_id is not None:
         searched = True
         try:
@@ -174,6 +177,7 @@ def transfer_records_view(request: HttpRequest) -> HttpResponse:
         "next_query": next_query,
         "timeline": timeline,
         "can_redrive": can_redrive,
+        "balances_url": balances_url,
     }
     template = engines["django"].from_string(_TEMPLATE)
     return HttpResponse(template.render(context, request))

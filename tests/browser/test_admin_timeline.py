@@ -1,9 +1,14 @@
-"""In a real browser: support staff log in, find a transfer by request id and read its timeline.
+"""In a real browser: support staff log in, find a transfer by request id, read its timeline and re-drive one.
+
+On either transfer store: with the ORM store through the Transfer model's
+admin list and page; with TRANSFER_STORE=scylla the same "Transfers" link
+leads to the store page (transfers/admin_scylla.py), where the same records
+are found, read and re-driven.
 
 Headless Chromium from Debian's packages (`apt-get install -y chromium`),
 driven by Playwright for Python against pytest-django's live server. The
-screenshots are kept as artifacts: test-artifacts/admin-timeline.png and
-admin-balances.png.
+screenshots are kept as artifacts: test-artifacts/admin-timeline.png,
+admin-balances.png and admin-redrive.png (with the store's name in the file name).
 Skips where Chromium or Playwright is missing, except on CI (CI=true), where
 that is a failure: .ci/run installs them.
 """
@@ -17,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from django.apps import apps
+from django.conf import settings
 
 from settlement import saga
 from settlement.deposits import deposit_to_funding
@@ -76,31 +82,61 @@ def finished_transfer(transactional_db):
     return record
 
 
+@pytest.fixture
+def stuck_transfer(transactional_db):
+    """A spot -> funding transfer published to UBSCore whose answer never came: `pending`, in flight."""
+    importlib.import_module("transfers.migrations.0002_seed_assets").seed_assets(apps, None)
+    bus = get_message_bus()
+    request = services.TransferRequest("spot", "USDT", "funding", "USDT", "3", "browser-stuck-1")
+    record = services.create_transfer(5151, request).record
+    TransferRelay(bus=bus).relay_batch()
+    bus.published.clear()
+    assert get_transfer_store().get(record.request_id).status.value == "pending"
+    return record
+
+
+def log_in_and_open_transfers(page, base_url: str) -> None:
+    """Log in as the support lead and follow the admin's "Transfers" link."""
+    page.goto(f"{base_url}/admin/login/?next=/admin/")
+    page.fill("#id_username", "support-lead")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/")
+    page.click("#content-main a:text-is('Transfers')")
+    page.wait_for_selector("#result_list, input[name=request_id]")
+
+
+def find_transfer(page, request_id: str) -> None:
+    """Search by request id (the list's search box, or the store page's field) and open the one row."""
+    if settings.TRANSFER_STORE == "orm":
+        page.fill("#searchbar", request_id)
+        page.press("#searchbar", "Enter")
+        page.wait_for_url(f"**q={request_id}*")
+    else:
+        assert "/admin/transfers/store/" in page.url
+        page.fill("input[name=request_id]", request_id)
+        page.click("input[type=submit][value=Search]")
+        page.wait_for_url(f"**request_id={request_id}*")
+    assert page.locator("#result_list tbody tr").count() == 1
+    page.click(f"#result_list a:text-is('{request_id}')")
+    page.wait_for_selector("#timeline")
+
+
 def test_support_finds_a_transfer_and_reads_its_timeline(live_server, django_user_model, finished_transfer,
                                                          sync_playwright):
     django_user_model.objects.create_superuser("support-lead", password=PASSWORD)
     request_id = str(finished_transfer.request_id)
     ARTIFACTS.mkdir(exist_ok=True)
-    screenshot = ARTIFACTS / "admin-timeline.png"
+    screenshot = ARTIFACTS / f"admin-timeline-{settings.TRANSFER_STORE}.png"
 
     # No ORM calls from here on: Playwright's sync API runs an event loop in this thread.
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"{live_server.url}/admin/login/?next=/admin/transfers/transfer/")
-            page.fill("#id_username", "support-lead")
-            page.fill("#id_password", PASSWORD)
-            page.click("input[type=submit]")
-            page.wait_for_url("**/admin/transfers/transfer/")
+            log_in_and_open_transfers(page, live_server.url)
+            find_transfer(page, request_id)
 
-            page.fill("#searchbar", request_id)
-            page.press("#searchbar", "Enter")
-            page.wait_for_url(f"**q={request_id}*")
-            assert page.locator("#result_list tbody tr").count() == 1
-            page.click(f"#result_list a:text-is('{request_id}')")
-
-            page.wait_for_selector("#timeline")
             events = page.locator("#timeline tbody tr").all_inner_texts()
             page.locator("#timeline").scroll_into_view_if_needed()
             page.screenshot(path=str(screenshot), full_page=True)
@@ -110,7 +146,7 @@ def test_support_finds_a_transfer_and_reads_its_timeline(live_server, django_use
             page.wait_for_selector("#balances")
             usdt = page.locator("#balances tbody tr", has_text="USDT").inner_text()
             reconcile = page.locator("#reconcile tbody tr", has_text="USDT").inner_text()
-            page.screenshot(path=str(ARTIFACTS / "admin-balances.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / f"admin-balances-{settings.TRANSFER_STORE}.png"), full_page=True)
         finally:
             browser.close()
 
@@ -119,7 +155,34 @@ def test_support_finds_a_transfer_and_reads_its_timeline(live_server, django_use
                      "ubscore_answer", "ledger_posted", "status_changed"], events
     assert "Status pending → success" in events[-1]
     assert "UBSCore answered applied" in events[5]
-    assert "12.5 USDT" in body and "browser-test-1" in body
+    assert ("12.5 USDT" in body or "USDT\t12.5" in body) and "browser-test-1" in body  # the list page or the store's
     assert screenshot.stat().st_size > 10_000
     assert usdt.split("\t")[:5] == ["USDT", "87.5", "0", "12.5", "0"], usdt
     assert reconcile.split("\t")[-1].strip() == "ok", reconcile
+
+
+def test_support_redrives_a_stuck_transfer(live_server, django_user_model, stuck_transfer, sync_playwright):
+    django_user_model.objects.create_superuser("support-lead", password=PASSWORD)
+    request_id = str(stuck_transfer.request_id)
+    bus = get_message_bus()
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            log_in_and_open_transfers(page, live_server.url)
+            find_transfer(page, request_id)
+            page.click("#redrive-form button[type=submit]")
+            page.wait_for_selector("ul.messagelist li.success")
+            message = page.inner_text("ul.messagelist li.success")
+            page.screenshot(path=str(ARTIFACTS / f"admin-redrive-{settings.TRANSFER_STORE}.png"), full_page=True)
+        finally:
+            browser.close()
+
+    assert "Re-drove" in message and ("1 transfer" in message or request_id in message), message
+    # The re-drive is the recovery task's step: TransferOut to UBSCore again, with the same ref_id.
+    assert [(p.message.ref_id, p.message.operation) for p in bus.published] == [
+        (stuck_transfer.request_id, "TransferOut")]
+    timeline = [event.kind.value for event in get_transfer_store().timeline(stuck_transfer.request_id)]
+    assert "redrive" in timeline, timeline
