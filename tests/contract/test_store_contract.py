@@ -383,6 +383,56 @@ def test_concurrent_cas_exactly_one_wins(transfer_store, make, user_id):
         assert stored.error_message == ("insufficient balance" if winners[0] is FAILED else None)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_creates_under_one_client_id_store_exactly_one(transfer_store, ids, user_id):
+    """Clients retrying at once: four different records race for one client id; one is stored."""
+    import importlib
+
+    from django.apps import apps
+    from django.db import connection, connections
+
+    if connection.vendor == "sqlite" and transfer_store.__class__.__name__ == "OrmTransferStore":
+        pytest.skip("needs a database whose writers wait for each other (PostgreSQL)")  # as below
+    importlib.import_module("transfers.migrations.0002_seed_assets").seed_assets(apps, None)
+
+    for round_number in range(8):
+        at = now_ms()
+        contenders = [
+            TransferRecord(request_id=ids.next_id(), user_id=user_id, asset_id=USDT[0], asset_code=USDT[1],
+                           direction=Direction.FUNDING_TO_SPOT, amount=1_000 + n, status=REQUESTING,
+                           client_transfer_id=f"retry-{round_number}", error_message=None,
+                           created_at_ms=at, updated_at_ms=at)
+            for n in range(4)
+        ]
+        barrier = threading.Barrier(len(contenders))
+        outcomes: dict[int, object] = {}
+
+        def create(record: TransferRecord, barrier=barrier, outcomes=outcomes) -> None:
+            try:
+                barrier.wait(timeout=10)
+                transfer_store.create(record)
+                outcomes[record.request_id] = "stored"
+            except ClientTransferIdTaken as taken:
+                outcomes[record.request_id] = taken.existing
+            except BaseException as error:  # reported by the assertion below
+                outcomes[record.request_id] = error
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=create, args=(record,)) for record in contenders]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        winners = [record for record in contenders if outcomes.get(record.request_id) == "stored"]
+        assert len(winners) == 1, outcomes
+        (winner,) = winners
+        assert all(outcomes[r.request_id] == winner for r in contenders if r is not winner), outcomes
+        assert transfer_store.get_by_client_transfer_id(user_id, f"retry-{round_number}") == winner
+        assert [r for r in contenders if transfer_store.get(r.request_id) is not None] == [winner]
+        transfer_store.compare_and_set_status(winner.request_id, IN_FLIGHT, FAILED, "contract test cleanup")
+
+
 # --- compare_and_set_many: a batch of compare-and-sets in one call ------------
 
 
