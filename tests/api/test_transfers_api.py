@@ -701,3 +701,39 @@ def test_wrong_method_is_a_json_405(api_client, nothing_stored_or_published):
     assert_error(api_client.get(CREATE_URL), 405, "method_not_allowed")
     assert_error(api_client.delete(detail_url("1")), 405, "method_not_allowed")
     nothing_stored_or_published()
+
+
+# --- The store down ------------------------------------------------------------------
+
+
+def unreachable_store_error(store) -> Exception:
+    """The error the configured store's client raises when its servers cannot be reached."""
+    if type(store).__name__ == "ScyllaTransferStore":
+        from cassandra.cluster import NoHostAvailable
+
+        return NoHostAvailable("Unable to connect to any servers", {"127.0.0.1:9042": ConnectionRefusedError(111)})
+    from django.db import OperationalError
+
+    return OperationalError("connection to server failed: Connection refused")
+
+
+def test_a_store_that_cannot_be_reached_is_a_503_not_a_500(api_client, bus, monkeypatch):
+    store = get_transfer_store()
+    error = unreachable_store_error(store)
+    assert store.is_unavailable(error)
+
+    def unreachable(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(store, "create", unreachable)
+    monkeypatch.setattr(store, "get", unreachable)
+    assert_error(post(api_client, body()), 503, "unavailable")
+    assert_error(api_client.get("/api/v1/user/internal_transfer/386764767001313280"), 503, "unavailable")
+    assert bus.published == []
+
+
+def test_a_bug_in_the_store_is_still_a_500(api_client, monkeypatch):
+    store = get_transfer_store()
+    monkeypatch.setattr(store, "create", lambda *args, **kwargs: 1 / 0)
+    api_client.raise_request_exception = False
+    assert post(api_client, body()).status_code == 500

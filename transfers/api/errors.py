@@ -10,8 +10,10 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from transfers.api.exceptions import ServiceUnavailable
 from transfers.api.parsers import PayloadTooLarge
 from transfers.errors import TransferRejected
+from transfers.store import get_transfer_store
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         return Response(error_body(exc.code, exc.message), status=exc.http_status)
     if isinstance(exc, RequestDataTooBig):  # anything that read request.body past DATA_UPLOAD_MAX_MEMORY_SIZE
         exc = PayloadTooLarge()
+    elif get_transfer_store().is_unavailable(exc):  # e.g. the CQL node or the database is down
+        logger.warning("transfer store unavailable: %r", exc)
+        exc = ServiceUnavailable()
     response = exception_handler(exc, context)
     if response is None:
         return None  # a real bug: Django answers 500 and logs it

@@ -96,7 +96,8 @@ UNAUTHORIZED = _error(
 )
 FORBIDDEN = _error("`forbidden`: the key may not do this (a read-only key creating a transfer).")
 RATE_LIMITED = _error("`rate_limited`: too many requests for this key; retry later.")
-UNAVAILABLE = _error("`unavailable`: a shared dependency (the cache) is down; nothing was done, retry shortly.")
+UNAVAILABLE = _error("`unavailable`: a shared dependency (the cache, the transfer store) is down; retry shortly "
+                     "(with the same client_transfer_id: a create that was stored is answered again, not repeated).")
 COMMON_ERRORS = {401: UNAUTHORIZED, 403: FORBIDDEN, 429: RATE_LIMITED, 503: UNAVAILABLE}
 
 CREATE_ERRORS = _by_status({

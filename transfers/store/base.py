@@ -142,3 +142,10 @@ class TransferStore(abc.ABC):
     ) -> dict[tuple[Direction, TransferStatus], FinishedDurations]:
         """Request-to-terminal times of transfers that finished since the given time."""
         raise NotImplementedError(f"{type(self).__name__} cannot list finished transfers by time")
+
+    # --- Errors -------------------------------------------------------------------
+
+    def is_unavailable(self, error: BaseException) -> bool:
+        """Whether `error` means the store's servers could not be reached or did not answer in time
+        (the API then answers 503, retry shortly) rather than a bug."""
+        return False

@@ -178,6 +178,11 @@ class OrmTransferStore(TransferStore):
             for row in rows
         ]
 
+    def is_unavailable(self, error: BaseException) -> bool:
+        from django.db import InterfaceError, OperationalError
+
+        return isinstance(error, OperationalError | InterfaceError)
+
     # --- counts for /metrics -------------------------------------------------
 
     def count_by_status(self) -> dict[tuple[Direction, int, TransferStatus], int]:

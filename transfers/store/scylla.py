@@ -501,6 +501,12 @@ class ScyllaTransferStore(TransferStore):
                     found[request_id] = stored_from_row(row)
         return found
 
+    def is_unavailable(self, error: BaseException) -> bool:
+        from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+        from cassandra.cluster import NoHostAvailable
+
+        return isinstance(error, NoHostAvailable | OperationTimedOut | Unavailable | ReadTimeout | WriteTimeout)
+
     def get(self, request_id: int) -> TransferRecord | None:
         if not 0 <= int(request_id) <= MAX_BIGINT:  # not a request id (bigint); the driver would refuse it
             return None
