@@ -66,9 +66,9 @@ def test_lightweight_transactions_run_on_paxos_v2(settings):
     assert settings["paxos_variant"] == "v2"
 
 
-def test_the_commit_log_is_replayed_after_a_kill_not_disabled(settings):
-    assert settings["commitlog_sync"] in {"periodic", "batch", "group"}
-    assert settings.get("durable_writes", True) is not False
+def test_an_acknowledged_write_survives_a_sigkill(settings):
+    # periodic sync acknowledges before the commit log is synced; the replay after a kill stops at the last sync
+    assert settings["commitlog_sync"] == "batch"
 
 
 def test_the_jvm_runs_the_daemon_in_the_foreground_with_a_small_heap(tmp_path):
