@@ -20,6 +20,7 @@ cannot replay from the commit log.
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import string
@@ -82,11 +83,18 @@ def java_command(home: Path) -> list[str]:
 def start(home: Path, cql_port: int, storage_port: int) -> None:
     """Start the node (detached, pid in home/cassandra.pid) and wait until CQL answers a query."""
     pid_file = home / "cassandra.pid"
-    if running_pid(pid_file):
-        if port_open(cql_port):
+    pid = running_pid(pid_file)
+    if pid:
+        running_port = configured_cql_port(home)
+        if running_port is not None and running_port != cql_port:
+            raise ServiceError(f"Cassandra is already running from {home} (pid {pid}) on another port "
+                               f"({running_port}) than {cql_port}: make services-stop first")
+        # Running, perhaps still starting (or replaying its commit log): ready once a query answers.
+        wait_until(lambda: running_pid(pid_file) is None or answers_cql(cql_port), START_TIMEOUT_SECONDS,
+                   f"the running Cassandra (pid {pid}) to answer CQL on port {cql_port}", home / "logs" / "system.log")
+        if running_pid(pid_file):
             return
-        raise ServiceError(f"Cassandra is already running from {home} (pid {running_pid(pid_file)}) on another "
-                           f"port than {cql_port}: make services-stop first")
+        # It ended while we waited: start it again below.
     if not (home / "lib" / f"cassandra-all-{CASSANDRA_VERSION}.jar").exists():
         raise ServiceError(f"Cassandra {CASSANDRA_VERSION} is not installed in {home / 'lib'}: install() first")
     require_free_port(cql_port, "Cassandra (CQL)", "SERVICES_CQL_PORT")
@@ -104,6 +112,16 @@ def start(home: Path, cql_port: int, storage_port: int) -> None:
     if running_pid(pid_file) is None:
         raise ServiceError(f"Cassandra exited during start-up:\n{_tail(home / 'logs' / 'stdout.log')}"
                            f"\n{_tail(home / 'logs' / 'system.log')}")
+
+
+def configured_cql_port(home: Path) -> int | None:
+    """native_transport_port of the cassandra.yaml start() last wrote into home, if any."""
+    try:
+        text = (home / "cassandra.yaml").read_text()
+    except FileNotFoundError:
+        return None
+    match = re.search(r"^native_transport_port:\s*(\d+)\s*$", text, re.MULTILINE)
+    return int(match.group(1)) if match else None
 
 
 def _tail(log: Path, lines: int = 30) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from devservices import cassandra
-from devservices.process import ServiceError
+from devservices.process import ServiceError, spawn, stop_pid_file
 
 
 @pytest.fixture
@@ -141,6 +142,23 @@ def test_a_taken_port_is_refused_before_anything_starts(tmp_path, which, monkeyp
         with pytest.raises(ServiceError, match=rf"port {port} .* taken .* {variable}"):
             cassandra.start(home, cql_port, storage_port)
     assert not (home / "cassandra.pid").exists()
+
+
+def test_a_node_running_on_another_port_is_refused_at_once(tmp_path):
+    home = _installed(tmp_path)
+    (home / "cassandra.yaml").write_text(cassandra.cassandra_yaml(home, 19042, 17000))
+    spawn([sys.executable, "-c", "import time; time.sleep(60)"], home / "cassandra.pid", home / "out.log")
+    try:
+        with pytest.raises(ServiceError, match=r"already running .* another port \(19042\) than 29042"):
+            cassandra.start(home, 29042, 27000)
+    finally:
+        assert stop_pid_file(home / "cassandra.pid")
+
+
+def test_the_port_a_running_node_was_given_is_read_back(tmp_path):
+    assert cassandra.configured_cql_port(tmp_path) is None
+    (tmp_path / "cassandra.yaml").write_text(cassandra.cassandra_yaml(tmp_path, 19042, 17000))
+    assert cassandra.configured_cql_port(tmp_path) == 19042
 
 
 def test_start_without_install_says_so(tmp_path):
