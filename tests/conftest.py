@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -78,6 +79,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _disallowed_skips:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if "transfers.store.scylla_connection" in sys.modules:
+        # The driver's event-loop thread, left running, logs to closed streams at exit.
+        sys.modules["transfers.store.scylla_connection"].close_all()
 
 
 def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]

@@ -199,11 +199,13 @@ def test_web_dies_after_storing_a_transfer_before_answering(stack, users):
 def test_relay_dies_after_publishing_before_marking_pending(stack, users):
     user = users["relay"]
     # Both transfers wait for the relay, so its one batch holds both; settlement is held back
-    # (SIGSTOP) so the messages are still unread when the restarted relay publishes them again.
+    # (SIGSTOP) so the messages are still unread when the restarted relay publishes them again,
+    # and so is the re-drive (beat and the worker): it would otherwise take a transfer that has
+    # waited STUCK_TRANSFER_SECONDS on, and the restarted relay would rightly leave it alone.
     stack.stop_process("relay")
     inbound_id = posted(user, "funding", "spot", "USDT", "6")
     outbound_id = posted(user, "spot", "funding", "USDT", "2")
-    pipeline = [stack.processes[name].pid for name in ("bridge", "ubscore")]
+    pipeline = [stack.processes[name].pid for name in ("bridge", "ubscore", "worker", "beat")]
     for pid in pipeline:
         os.killpg(pid, signal.SIGSTOP)
     try:
@@ -222,7 +224,7 @@ def test_relay_dies_after_publishing_before_marking_pending(stack, users):
     assert user.wait_terminal(inbound_id)["status"] == "success"
     assert user.wait_terminal(outbound_id)["status"] == "success"
     # Each message went out (at least) twice: settlement took the request again, UBSCore answered the
-    # repeat as before. (The re-drive, STUCK_TRANSFER_SECONDS=2 here, may add a copy while they are held.)
+    # repeat as before. (The re-drive, STUCK_TRANSFER_SECONDS=2 here, may add a copy afterwards.)
     requests_topic = stack.topic(topics.TRANSFER_REQUESTS)
 
     def requests_handed_over() -> int:

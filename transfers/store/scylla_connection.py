@@ -189,3 +189,13 @@ def _connection(alias: str) -> Any:
                 ) from error
             connection = _connections[alias] = CassandraConnection(alias, **database)
         return connection
+
+
+def close_all() -> None:
+    """Shut down this process's driver clusters (their event-loop threads), e.g. before exiting."""
+    with _connections_lock:
+        for connection in _connections.values():
+            cluster = getattr(connection, "cluster", None)  # None: it never connected
+            if cluster is not None:
+                cluster.shutdown()
+        _connections.clear()
