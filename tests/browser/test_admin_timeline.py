@@ -15,6 +15,7 @@ that is a failure: .ci/run installs them.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
@@ -122,6 +123,20 @@ def find_transfer(page, request_id: str) -> None:
     page.wait_for_selector("#timeline")
 
 
+@contextlib.contextmanager
+def transfer_opened_by_support(sync_playwright, base_url: str, request_id: str):
+    """Chromium with the support lead logged in and this transfer's page (with its timeline) open."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            log_in_and_open_transfers(page, base_url)
+            find_transfer(page, request_id)
+            yield page
+        finally:
+            browser.close()
+
+
 def test_support_finds_a_transfer_and_reads_its_timeline(live_server, django_user_model, finished_transfer,
                                                          sync_playwright):
     django_user_model.objects.create_superuser("support-lead", password=PASSWORD)
@@ -130,25 +145,17 @@ def test_support_finds_a_transfer_and_reads_its_timeline(live_server, django_use
     screenshot = ARTIFACTS / f"admin-timeline-{settings.TRANSFER_STORE}.png"
 
     # No ORM calls from here on: Playwright's sync API runs an event loop in this thread.
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            log_in_and_open_transfers(page, live_server.url)
-            find_transfer(page, request_id)
+    with transfer_opened_by_support(sync_playwright, live_server.url, request_id) as page:
+        events = page.locator("#timeline tbody tr").all_inner_texts()
+        page.locator("#timeline").scroll_into_view_if_needed()
+        page.screenshot(path=str(screenshot), full_page=True)
+        body = page.inner_text("body")
 
-            events = page.locator("#timeline tbody tr").all_inner_texts()
-            page.locator("#timeline").scroll_into_view_if_needed()
-            page.screenshot(path=str(screenshot), full_page=True)
-            body = page.inner_text("body")
-
-            page.click("text=User's balances")  # the same user's balances, read-only
-            page.wait_for_selector("#balances")
-            usdt = page.locator("#balances tbody tr", has_text="USDT").inner_text()
-            reconcile = page.locator("#reconcile tbody tr", has_text="USDT").inner_text()
-            page.screenshot(path=str(ARTIFACTS / f"admin-balances-{settings.TRANSFER_STORE}.png"), full_page=True)
-        finally:
-            browser.close()
+        page.click("text=User's balances")  # the same user's balances, read-only
+        page.wait_for_selector("#balances")
+        usdt = page.locator("#balances tbody tr", has_text="USDT").inner_text()
+        reconcile = page.locator("#reconcile tbody tr", has_text="USDT").inner_text()
+        page.screenshot(path=str(ARTIFACTS / f"admin-balances-{settings.TRANSFER_STORE}.png"), full_page=True)
 
     kinds = [row.split("\t")[1].strip() for row in events]
     assert kinds == ["accepted", "published", "status_changed", "ledger_reserved", "transfer_in_sent",
@@ -167,18 +174,11 @@ def test_support_redrives_a_stuck_transfer(live_server, django_user_model, stuck
     bus = get_message_bus()
     ARTIFACTS.mkdir(exist_ok=True)
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            log_in_and_open_transfers(page, live_server.url)
-            find_transfer(page, request_id)
-            page.click("#redrive-form button[type=submit]")
-            page.wait_for_selector("ul.messagelist li.success")
-            message = page.inner_text("ul.messagelist li.success")
-            page.screenshot(path=str(ARTIFACTS / f"admin-redrive-{settings.TRANSFER_STORE}.png"), full_page=True)
-        finally:
-            browser.close()
+    with transfer_opened_by_support(sync_playwright, live_server.url, request_id) as page:
+        page.click("#redrive-form button[type=submit]")
+        page.wait_for_selector("ul.messagelist li.success")
+        message = page.inner_text("ul.messagelist li.success")
+        page.screenshot(path=str(ARTIFACTS / f"admin-redrive-{settings.TRANSFER_STORE}.png"), full_page=True)
 
     assert "Re-drove" in message and ("1 transfer" in message or request_id in message), message
     # The re-drive is the recovery task's step: TransferOut to UBSCore again, with the same ref_id.
