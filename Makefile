@@ -3,25 +3,33 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+# Flower's port; a second stack on this machine needs another (and another PORT).
+FLOWER_PORT ?= 5555
+export FLOWER_PORT
 
-.PHONY: run test lint migrate clean bench bench-smoke chaos services services-stop
+.PHONY: run test lint setup clean bench bench-smoke chaos services services-stop
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-migrate: $(BIN)/.installed
+# What a deployment runs before starting the processes: tables, the cache table, the
+# ScyllaDB schema (with TRANSFER_STORE=scylla) and the static files gunicorn serves.
+setup: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py createcachetable
 	$(if $(filter scylla,$(TRANSFER_STORE)),$(BIN)/python manage.py sync_scylla_schema)
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 
 # With KAFKA_BOOTSTRAP_SERVERS set (e.g. from var/services.env) the stack uses that broker
 # and does not start the development one.
 PROCESSES := $(if $(KAFKA_BOOTSTRAP_SERVERS),$(shell grep -v '^broker:' Procfile | cut -d: -f1),)
 
-# The whole stack on embedded defaults; Ctrl-C stops every process.
-run: migrate
+# The whole stack on embedded defaults; Ctrl-C stops every process. Once it is ready,
+# transfer_site.announce prints where each page is.
+run: setup
+	$(BIN)/python -m transfer_site.announce --port $(PORT) --flower-port $(FLOWER_PORT) &
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --procfile Procfile --port $(PORT) $(PROCESSES)
 
 # The production-like servers on loopback (Kafka, Cassandra, PostgreSQL, Redis), see docs/services.md;

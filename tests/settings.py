@@ -20,3 +20,8 @@ LOGGING["handlers"]["file"]["filename"] = str(LOG_DIR / "tests.log")
 # the SQLite cache in its own file (transfer_site/routers.py).
 DATABASES.pop("cache", None)  # noqa: F405
 DATABASE_ROUTERS = []
+
+# In-process tests render pages without `collectstatic`: plain static URLs, no manifest.
+# The end-to-end stacks (and the browser test, on them) serve the collected, hashed files.
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+WHITENOISE_AUTOREFRESH = True  # finds files in the apps (no STATIC_ROOT needed), as runserver would

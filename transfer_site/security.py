@@ -23,7 +23,7 @@ def _weak(value: str, minimum_length: int) -> bool:
     return len(value) < minimum_length or len(set(value)) < 5 or value.startswith("django-insecure-")
 
 
-def production_problems(*, debug: bool, secret_key: str, signing_pepper: str) -> list[str]:
+def production_problems(*, debug: bool, secret_key: str, signing_pepper: str, metrics_token: str) -> list[str]:
     """What makes these settings unfit for production; empty when they are fit."""
     problems = []
     if debug:
@@ -34,6 +34,9 @@ def production_problems(*, debug: bool, secret_key: str, signing_pepper: str) ->
         problems.append(
             "API_SIGNING_PEPPER must be a random value of at least 32 characters, distinct from DJANGO_SECRET_KEY"
         )
+    if _weak(metrics_token, 32) or metrics_token in (secret_key, signing_pepper):
+        problems.append("METRICS_TOKEN (the bearer token Prometheus sends to /metrics) must be a random value "
+                        "of at least 32 characters, distinct from the other secrets")
     return problems
 
 

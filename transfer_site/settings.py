@@ -43,6 +43,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "transfer_site.middleware.RequestLogContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files straight from STATIC_ROOT (`manage.py collectstatic`), before any other work.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -99,7 +101,13 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# Filled by `manage.py collectstatic` (`make run` and the test stacks run it); WhiteNoise serves
+# it: content-hashed names cached for a year, with gzip and Brotli copies.
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 # Bodies larger than this are refused before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("MAX_REQUEST_BYTES", str(16 * 1024)))
@@ -262,8 +270,12 @@ API_SIGNATURES_REQUIRED = env_bool("API_SIGNATURES_REQUIRED", False)
 API_SIGNATURE_WINDOW_MS = int(os.environ.get("API_SIGNATURE_WINDOW_MS", "5000"))
 if not 0 < API_SIGNATURE_WINDOW_MS <= 60_000:
     raise ImproperlyConfigured("API_SIGNATURE_WINDOW_MS must be between 1 and 60000")
+# /metrics: with a token, only `Authorization: Bearer <METRICS_TOKEN>` is answered (Prometheus'
+# scrape config: monitoring/prometheus/prometheus.yml). Required in production; open without one.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 if DJANGO_ENV == "production":
-    _problems = security.production_problems(debug=DEBUG, secret_key=SECRET_KEY, signing_pepper=API_SIGNING_PEPPER)
+    _problems = security.production_problems(
+        debug=DEBUG, secret_key=SECRET_KEY, signing_pepper=API_SIGNING_PEPPER, metrics_token=METRICS_TOKEN)
     if _problems:
         raise ImproperlyConfigured("refusing to start in production: " + "; ".join(_problems))
 

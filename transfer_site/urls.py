@@ -1,17 +1,8 @@
-from pathlib import Path
-
-import drf_spectacular_sidecar
-from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path, re_path
-from django.views.static import serve
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from transfers import admin_balances, admin_scylla
-
-# Swagger UI's files ship in drf-spectacular-sidecar (no CDN). Served here too,
-# because gunicorn serves no static files (nor does Django without DEBUG).
-_SIDECAR_FILES = Path(drf_spectacular_sidecar.__file__).parent / "static" / "drf_spectacular_sidecar"
 
 urlpatterns = [
     # Transfer records through the store port, whichever store keeps them.
@@ -21,11 +12,6 @@ urlpatterns = [
     # OpenAPI: public, no key (SPECTACULAR_SETTINGS); README "API".
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    re_path(
-        rf"^{settings.STATIC_URL.strip('/')}/drf_spectacular_sidecar/(?P<path>.+)$",
-        serve,
-        {"document_root": _SIDECAR_FILES},
-    ),
     path("", include("operations.urls")),  # /metrics
     path("", include("transfers.urls")),
 ]

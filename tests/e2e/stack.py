@@ -146,6 +146,7 @@ class Stack:
             self._start_tigerbeetle()
         self.manage("migrate", "--noinput")
         self.manage("createcachetable")  # replay records and rate limits (the database cache)
+        self.manage("collectstatic", "--noinput", "--verbosity", "0")  # what gunicorn serves (WhiteNoise)
         if self._private_keyspace:
             self.manage("sync_scylla_schema", "--replication", "1")
         if self.kafka_port:

@@ -201,3 +201,27 @@ def test_dead_letters_are_the_dead_letter_topics_end_offsets(client, settings):
             mock.patch("operations.kafka_lag.topic_totals", return_value={"internal_transfer.dead_letters": 4}):
         samples = scrape(client)
     assert value(samples, "internal_transfer_dead_letters_total") == 4
+
+
+TOKEN = "mT7rQ2xW9zL4kV1pB8nC5jH0gF3dS6aY"
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer", f"Bearer {TOKEN}x"],
+    ids=["none", "wrong", "other_scheme", "empty", "longer"],
+)
+def test_with_a_token_only_its_bearer_is_answered(client, settings, authorization):
+    settings.METRICS_TOKEN = TOKEN
+    headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+    with mock.patch("operations.views.render", side_effect=AssertionError("read before the token was checked")):
+        response = client.get("/metrics", **headers)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert response.json()["error"]["code"] == "unauthorized"
+
+
+def test_the_token_holder_gets_the_metrics(client, settings):
+    settings.METRICS_TOKEN = TOKEN
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert response.status_code == 200
+    assert b"internal_transfer_metrics_source_up" in response.content

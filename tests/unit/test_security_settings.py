@@ -17,11 +17,13 @@ from transfer_site import security
 SETTINGS_FILE = Path(__file__).resolve().parents[2] / "transfer_site" / "settings.py"
 GOOD_SECRET_KEY = "k3Jx9-vQ2pL7mN4rT8wZ1yB6cF0hD5gA_sE2uI9oP3qR7tY4xW"
 GOOD_PEPPER = "pP4eR8pE2rQ6wS1dF5gH9jK3lZ7xC0vB"
+GOOD_METRICS_TOKEN = "mT7rQ2xW9zL4kV1pB8nC5jH0gF3dS6aY"
 ENV_NAMES = [
     "DJANGO_ENV",
     "DJANGO_DEBUG",
     "DJANGO_SECRET_KEY",
     "API_SIGNING_PEPPER",
+    "METRICS_TOKEN",
     "API_SIGNATURES_REQUIRED",
     "API_SIGNATURE_WINDOW_MS",
     "API_RATE_LIMIT_TRANSFER",
@@ -52,16 +54,19 @@ def load_settings(monkeypatch, tmp_path):
 
 def test_development_defaults_are_unfit_for_production():
     problems = security.production_problems(
-        debug=True, secret_key=security.DEV_SECRET_KEY, signing_pepper=security.DEV_API_SIGNING_PEPPER
+        debug=True, secret_key=security.DEV_SECRET_KEY, signing_pepper=security.DEV_API_SIGNING_PEPPER,
+        metrics_token="",
     )
-    assert len(problems) == 3
+    assert len(problems) == 4
+    assert any("METRICS_TOKEN" in p for p in problems)
     assert any("DJANGO_DEBUG" in p for p in problems)
     assert any("DJANGO_SECRET_KEY" in p for p in problems)
     assert any("API_SIGNING_PEPPER" in p for p in problems)
 
 
 def test_random_secrets_without_debug_are_fit():
-    assert security.production_problems(debug=False, secret_key=GOOD_SECRET_KEY, signing_pepper=GOOD_PEPPER) == []
+    assert security.production_problems(debug=False, secret_key=GOOD_SECRET_KEY, signing_pepper=GOOD_PEPPER,
+                                        metrics_token=GOOD_METRICS_TOKEN) == []
 
 
 @pytest.mark.parametrize(
@@ -70,7 +75,8 @@ def test_random_secrets_without_debug_are_fit():
     ids=["dev_default", "empty", "short", "one_character", "django_insecure"],
 )
 def test_weak_secret_keys(secret_key):
-    problems = security.production_problems(debug=False, secret_key=secret_key, signing_pepper=GOOD_PEPPER)
+    problems = security.production_problems(debug=False, secret_key=secret_key, signing_pepper=GOOD_PEPPER,
+                                            metrics_token=GOOD_METRICS_TOKEN)
     assert problems == ["DJANGO_SECRET_KEY must be a random value of at least 50 characters"]
 
 
@@ -80,9 +86,21 @@ def test_weak_secret_keys(secret_key):
     ids=["dev_default", "empty", "short", "two_characters", "same_as_secret_key"],
 )
 def test_weak_peppers(pepper):
-    problems = security.production_problems(debug=False, secret_key=GOOD_SECRET_KEY, signing_pepper=pepper)
+    problems = security.production_problems(debug=False, secret_key=GOOD_SECRET_KEY, signing_pepper=pepper,
+                                            metrics_token=GOOD_METRICS_TOKEN)
     assert len(problems) == 1
     assert problems[0].startswith("API_SIGNING_PEPPER")
+
+
+@pytest.mark.parametrize(
+    "token", ["", GOOD_METRICS_TOKEN[:31], "ab" * 20, GOOD_SECRET_KEY, GOOD_PEPPER],
+    ids=["missing", "short", "two_characters", "same_as_secret_key", "same_as_pepper"],
+)
+def test_weak_metrics_tokens(token):
+    problems = security.production_problems(debug=False, secret_key=GOOD_SECRET_KEY, signing_pepper=GOOD_PEPPER,
+                                            metrics_token=token)
+    assert len(problems) == 1
+    assert problems[0].startswith("METRICS_TOKEN")
 
 
 @pytest.mark.parametrize("rate", ["10/second", "1/s", "600/minute", "600/min", "100/hour", "1000/day"])
@@ -125,7 +143,8 @@ def test_production_refuses_the_development_defaults(load_settings):
 def test_production_refuses_debug(load_settings):
     with pytest.raises(ImproperlyConfigured, match="DJANGO_DEBUG must be off"):
         load_settings(
-            DJANGO_ENV="production", DJANGO_DEBUG="1", DJANGO_SECRET_KEY=GOOD_SECRET_KEY, API_SIGNING_PEPPER=GOOD_PEPPER
+            DJANGO_ENV="production", DJANGO_DEBUG="1", DJANGO_SECRET_KEY=GOOD_SECRET_KEY,
+            API_SIGNING_PEPPER=GOOD_PEPPER, METRICS_TOKEN=GOOD_METRICS_TOKEN,
         )
 
 
@@ -137,9 +156,11 @@ def test_production_refuses_the_default_pepper_alone(load_settings):
 
 def test_production_loads_with_secrets_from_the_environment(load_settings):
     loaded = load_settings(
-        DJANGO_ENV="production", DJANGO_SECRET_KEY=GOOD_SECRET_KEY, API_SIGNING_PEPPER=GOOD_PEPPER
+        DJANGO_ENV="production", DJANGO_SECRET_KEY=GOOD_SECRET_KEY, API_SIGNING_PEPPER=GOOD_PEPPER,
+        METRICS_TOKEN=GOOD_METRICS_TOKEN,
     )
     assert loaded["DEBUG"] is False
+    assert loaded["METRICS_TOKEN"] == GOOD_METRICS_TOKEN
     assert loaded["SECRET_KEY"] == GOOD_SECRET_KEY
     assert loaded["API_SIGNING_PEPPER"] == GOOD_PEPPER
 
