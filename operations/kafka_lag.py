@@ -70,3 +70,27 @@ def topic_totals(bootstrap_servers: str, topic_names: Sequence[str], timeout_sec
         return totals
     finally:
         consumer.close()
+
+
+def service_consumer_lag() -> dict[tuple[str, str], int]:
+    """{(group, topic): lag} of this service's consumer groups (the bridge's and UBSCore's)."""
+    from django.conf import settings
+
+    from transfer_site import topics
+
+    groups = {
+        topics.consumer_group(settings.SETTLEMENT_CONSUMER_GROUP): [topics.TRANSFER_REQUESTS, topics.BALANCE_EVENTS],
+        topics.UBSCORE_GROUP: [topics.BALANCE_OPERATIONS],
+    }
+    return consumer_lag(settings.KAFKA_BOOTSTRAP_SERVERS, groups, settings.METRICS_KAFKA_TIMEOUT_SECONDS)
+
+
+def dead_letter_total() -> int:
+    """Every message any consumer ever dead-lettered, from whichever process: the topic's end offsets."""
+    from django.conf import settings
+
+    from transfer_site import topics
+
+    totals = topic_totals(settings.KAFKA_BOOTSTRAP_SERVERS, [topics.DEAD_LETTERS],
+                          settings.METRICS_KAFKA_TIMEOUT_SECONDS)
+    return totals[topics.DEAD_LETTERS]

@@ -97,14 +97,9 @@ def stuck_transfers() -> Iterator[Metric]:
 def kafka_consumer_lag() -> Iterator[Metric]:
     if settings.MESSAGE_BUS != "kafka":
         return
-    from operations.kafka_lag import consumer_lag
-    from transfer_site import topics
+    from operations.kafka_lag import service_consumer_lag
 
-    groups = {
-        topics.consumer_group(settings.SETTLEMENT_CONSUMER_GROUP): [topics.TRANSFER_REQUESTS, topics.BALANCE_EVENTS],
-        topics.UBSCORE_GROUP: [topics.BALANCE_OPERATIONS],
-    }
-    lag = consumer_lag(settings.KAFKA_BOOTSTRAP_SERVERS, groups, settings.METRICS_KAFKA_TIMEOUT_SECONDS)
+    lag = service_consumer_lag()
     family = GaugeMetricFamily(
         f"{PREFIX}_kafka_consumer_lag",
         "Messages not yet committed by the consumer group: end offset - committed offset, summed over partitions.",
@@ -117,14 +112,10 @@ def kafka_consumer_lag() -> Iterator[Metric]:
 def dead_letters() -> Iterator[Metric]:
     if settings.MESSAGE_BUS != "kafka":
         return
-    from operations.kafka_lag import topic_totals
-    from transfer_site import topics
+    from operations.kafka_lag import dead_letter_total
 
-    totals = topic_totals(settings.KAFKA_BOOTSTRAP_SERVERS, [topics.DEAD_LETTERS],
-                          settings.METRICS_KAFKA_TIMEOUT_SECONDS)
-    # The topic's end offsets: every message any consumer ever dead-lettered, from whichever process.
     yield CounterMetricFamily(f"{PREFIX}_dead_letters", "Messages no consumer could parse, sent to the dead-letter "
-                              "topic (Σ of its end offsets).", value=totals[topics.DEAD_LETTERS])
+                              "topic (Σ of its end offsets).", value=dead_letter_total())
 
 
 def reconcile_differences() -> Iterator[Metric]:

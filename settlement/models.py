@@ -14,6 +14,8 @@ They hold TigerBeetle's data model on one relational database:
   per row, as TigerBeetle's.
 
 Rows are written only by the adapter; nothing else may update or delete them.
+
+Beside them, ReconcileRun keeps what the reconcile task found (not ledger data).
 """
 
 from __future__ import annotations
@@ -126,3 +128,21 @@ class LedgerFailedTransferId(models.Model):
 
     def __str__(self) -> str:
         return f"failed ledger transfer id {self.id} (status {self.status})"
+
+
+class ReconcileRun(models.Model):
+    """The outcome of one reconcile task (its last look), for the operations overview.
+
+    `assets` holds each asset's differences in minor units, as strings (they
+    can exceed what JSON readers keep exactly). Kept for RECONCILE_KEEP_DAYS.
+    """
+
+    checked_at = models.DateTimeField(db_index=True)
+    clean = models.BooleanField()
+    assets = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["-checked_at"]
+
+    def __str__(self) -> str:
+        return f"reconcile at {self.checked_at:%Y-%m-%d %H:%M:%S}: {'clean' if self.clean else 'different'}"

@@ -1,14 +1,20 @@
-"""Writes of settlement asked for by people (the admin), as opposed to the pipeline."""
+"""Writes of settlement outside the saga: asked for by people (the admin), and the reconcile record."""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.contenttypes.models import ContentType
+from django.utils import timezone
 
 from settlement import saga
+from settlement.models import ReconcileRun
+from settlement.reconcile import AssetReconciliation
 from transfers.models import Transfer
+
+RECONCILE_KEEP_DAYS = 7
 
 
 def redrive_for_staff(request_ids: Sequence[int], user, ports: saga.Ports | None = None) -> int:
@@ -35,3 +41,19 @@ def redrive_for_staff(request_ids: Sequence[int], user, ports: saga.Ports | None
         for request_id in unique
     )
     return driven
+
+
+def record_reconcile(results: Sequence[AssetReconciliation]) -> ReconcileRun:
+    """Keep the reconcile task's outcome (its last look); drop runs older than RECONCILE_KEEP_DAYS."""
+    now = timezone.now()
+    run = ReconcileRun.objects.create(
+        checked_at=now,
+        clean=all(result.is_clean for result in results),
+        assets=[
+            {"asset": result.asset_code, "spot": str(result.spot_difference),
+             "ledger": str(result.ledger_difference), "pending": str(result.pending_difference)}
+            for result in results
+        ],
+    )
+    ReconcileRun.objects.filter(checked_at__lt=now - datetime.timedelta(days=RECONCILE_KEEP_DAYS)).delete()
+    return run

@@ -59,15 +59,18 @@ def reconcile_balances(second_look: bool = False) -> bool | None:
     False (different on the last look) or None (a second look is scheduled).
     """
     from settlement.reconcile import reconcile
+    from settlement.services import record_reconcile
 
     results = reconcile()
     if all(result.is_clean for result in results):
+        record_reconcile(results)
         return True
     settle_seconds = settings.RECONCILE_SETTLE_SECONDS
     if not second_look and settle_seconds > 0:
         reconcile_balances.apply_async(kwargs={"second_look": True}, countdown=settle_seconds)
         logger.info("reconcile: the first look differs; looking again in %s s", settle_seconds)
         return None
+    record_reconcile(results)
     for result in results:
         if not result.is_clean:
             logger.error(

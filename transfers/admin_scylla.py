@@ -109,7 +109,7 @@ def transfer_records_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         return _redrive(request)
     form = {key: request.GET.get(key, "").strip() for key in
-            ("request_id", "user_id", "status", "asset", "cursor", "stuck_minutes")}
+            ("request_id", "user_id", "status", "asset", "cursor", "stuck_minutes", "stuck_seconds")}
     store = get_transfer_store()
     records, error, next_query, searched = [], "", "", False
     try:
@@ -117,8 +117,12 @@ def transfer_records_view(request: HttpRequest) -> HttpResponse:
         status = TransferStatus(form["status"]) if form["status"] else None
         asset_id = _as_id(form["asset"])
         stuck_minutes = _as_id(form["stuck_minutes"])
+        # The operations overview links here with its own threshold (STUCK_TRANSFER_SECONDS).
+        stuck_seconds = _as_id(form["stuck_seconds"])
+        if stuck_seconds is None and stuck_minutes is not None:
+            stuck_seconds = stuck_minutes * 60
     except ValueError:
-        request_id = user_id = status = asset_id = stuck_minutes = None
+        request_id = user_id = status = asset_id = stuck_seconds = None
         error = "Ids and minutes are whole numbers; status is one of the listed ones."
     timeline, can_redrive, balances_url = None, False, ""
     if request_id is not None:
@@ -147,9 +151,9 @@ def transfer_records_view(request: HttpRequest) -> HttpResponse:
                 query = request.GET.copy()
                 query["cursor"] = page.next_cursor
                 next_query = query.urlencode()
-    elif stuck_minutes is not None:
+    elif stuck_seconds is not None:
         searched = True
-        before_ms = time.time_ns() // 1_000_000 - stuck_minutes * 60_000
+        before_ms = time.time_ns() // 1_000_000 - stuck_seconds * 1000
         wanted = {status} & IN_FLIGHT if status else IN_FLIGHT
         records = [r for r in store.list_not_moved_since(wanted, before_ms, PAGE_SIZE)
                    if asset_id is None or r.asset_id == asset_id]

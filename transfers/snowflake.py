@@ -48,6 +48,11 @@ def timestamp_ms_of(snowflake_id: int) -> int:
     return (snowflake_id >> (WORKER_ID_BITS + SEQUENCE_BITS)) + EPOCH_MS
 
 
+def first_id_at(ms: int) -> int:
+    """The smallest id made at or after `ms`: ids from then on are >= it (a primary-key range)."""
+    return max(0, ms - EPOCH_MS) << (WORKER_ID_BITS + SEQUENCE_BITS)
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 

@@ -15,12 +15,15 @@ from transfers.relay import TransferRelay
 from transfers.store import get_transfer_store
 
 _groups_migration = importlib.import_module("transfers.migrations.0005_staff_groups")
+_reconcile_grant_migration = importlib.import_module("settlement.migrations.0003_support_views_reconcile_runs")
 
 
 @pytest.fixture
 def groups(db) -> None:
     """The "support" and "admin" groups (made by a migration; again here if a flush removed them)."""
-    if set(Group.objects.filter(name__in=["support", "admin"]).values_list("name", flat=True)) != {"support", "admin"}:
+    support = Group.objects.filter(name="support").first()
+    if (set(Group.objects.filter(name__in=["support", "admin"]).values_list("name", flat=True)) != {"support", "admin"}
+            or not support.permissions.filter(codename="view_reconcilerun").exists()):
         from django.db import connection
 
         class SchemaEditor:
@@ -29,6 +32,7 @@ def groups(db) -> None:
         editor = SchemaEditor()
         editor.connection = connection
         _groups_migration.create_groups(apps, editor)
+        _reconcile_grant_migration.grant(apps, editor)
 
 
 def _staff(django_user_model, name: str, *group_names: str):

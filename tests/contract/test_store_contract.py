@@ -818,3 +818,60 @@ def test_the_timeline_is_append_only(transfer_store, make, user_id):
 @pytest.mark.parametrize("request_id", [2**63, 2**64 + 5, 9_999_999_999_999_999_999])
 def test_an_id_beyond_the_64_bit_range_is_unknown_not_an_error(transfer_store, request_id):
     assert transfer_store.get(request_id) is None
+
+
+# --- The operations overview -------------------------------------------------------
+# Relative to a first read: a server that keeps data between runs has other transfers in the window.
+
+
+def _delta(after: dict, before: dict) -> dict:
+    return {key: after.get(key, 0) - before.get(key, 0) for key in after.keys() | before.keys()
+            if after.get(key, 0) != before.get(key, 0)}
+
+
+def test_activity_counts_accepted_and_finished_transfers_per_minute(transfer_store, make, user_id):
+    minute = now_ms() // 60_000 * 60_000 - 2 * 60_000  # two minutes ago, so both minutes are whole
+    before = transfer_store.activity_since(minute)
+    records = [make(user_id, created_at_ms=minute + 5_000 + i, updated_at_ms=minute + 5_000 + i) for i in range(3)]
+    assert transfer_store.compare_and_set_status(records[0].request_id, {PENDING}, SUCCESS, now_ms=minute + 61_000)
+    assert transfer_store.compare_and_set_status(records[1].request_id, {PENDING}, FAILED, "insufficient balance",
+                                                 now_ms=minute + 62_000)
+    after = transfer_store.activity_since(minute)
+
+    assert _delta(after.per_minute, before.per_minute) == {
+        (minute, "accepted"): 3,
+        (minute + 60_000, "success"): 1,
+        (minute + 60_000, "failed"): 1,
+    }
+    assert _delta(after.failure_reasons, before.failure_reasons) == {"insufficient balance": 1}
+    later = transfer_store.activity_since(minute + 60_000)  # the window starts after the accepts
+    assert (minute, "accepted") not in later.per_minute
+    assert later.per_minute.get((minute + 60_000, "success"), 0) >= 1
+
+
+def test_in_flight_and_stuck_counts(transfer_store, make, user_id):
+    cutoff = now_ms() - 30_000
+    before = transfer_store.count_in_flight(cutoff, limit=1_000_000)
+    old = [make(user_id, updated_at_ms=cutoff - 60_000) for _ in range(2)]
+    make(user_id, status=REQUESTING)  # fresh: in flight, not stuck
+    finished = make(user_id)
+    assert transfer_store.compare_and_set_status(finished.request_id, {PENDING}, SUCCESS)
+    after = transfer_store.count_in_flight(cutoff, limit=1_000_000)
+
+    assert after.complete
+    assert _delta(after.in_flight, before.in_flight) == {PENDING: 2, REQUESTING: 1}
+    assert _delta(after.stuck, before.stuck) == {PENDING: 2}
+    assert transfer_store.compare_and_set_status(old[0].request_id, {PENDING}, FAILED, "contract test")
+    assert _delta(transfer_store.count_in_flight(cutoff, limit=1_000_000).stuck, before.stuck) == {PENDING: 1}
+
+
+def test_in_flight_count_stops_at_its_limit(transfer_store, make, user_id):
+    for _ in range(40):
+        make(user_id)
+    counts = transfer_store.count_in_flight(now_ms(), limit=16)
+    total = sum(counts.in_flight.values())
+    # The ORM counts with its index and is always complete; a store that scans says it stopped.
+    if counts.complete:
+        assert total >= 40
+    else:
+        assert 0 < total <= 16

@@ -1,14 +1,18 @@
 """Reconciliation of the funding ledger with UBSCore, and the command's exit code."""
 
+import datetime
 import time
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from settlement import saga
 from settlement.deposits import deposit_to_funding
 from settlement.ledger.sql import SqlFundingLedger
+from settlement.models import ReconcileRun
 from settlement.reconcile import reconcile
+from settlement.selectors import last_reconcile
 from transfer_site.bus import InMemoryMessageBus
 from transfer_site.messages import BalanceOperation
 from transfers.domain import Direction, TransferRecord, TransferStatus
@@ -92,8 +96,25 @@ def test_beat_task_reports_whether_the_books_are_clean(ports, settings):
     settings.RECONCILE_SETTLE_SECONDS = 0
     deposit_to_funding(USER, USDT, 100, reference=14)
     assert reconcile_balances() is True
+    assert last_reconcile().clean
     apply_operations([BalanceOperation(ref_id=79, operation="Deposit", user_id=USER, asset_id=USDT, amount=5)])
     assert reconcile_balances() is False
+
+    # Kept for the operations overview: the last look, with each asset's differences.
+    run = last_reconcile()
+    assert not run.clean
+    usdt = next(asset for asset in run.assets if asset["asset"] == "USDT")
+    assert usdt == {"asset": "USDT", "spot": "-5", "ledger": "0", "pending": "0"}
+
+
+def test_reconcile_runs_older_than_a_week_are_dropped(ports):
+    from settlement.services import record_reconcile
+
+    old = ReconcileRun.objects.create(checked_at=timezone.now() - datetime.timedelta(days=8), clean=True)
+    recent = ReconcileRun.objects.create(checked_at=timezone.now() - datetime.timedelta(days=6), clean=False)
+    latest = record_reconcile([])
+    assert set(ReconcileRun.objects.values_list("pk", flat=True)) == {recent.pk, latest.pk}
+    assert not ReconcileRun.objects.filter(pk=old.pk).exists()
 
 
 def test_beat_task_looks_again_later_instead_of_sleeping(ports, settings, monkeypatch):
@@ -107,7 +128,9 @@ def test_beat_task_looks_again_later_instead_of_sleeping(ports, settings, monkey
     assert tasks.reconcile_balances() is True and scheduled == []
     apply_operations([BalanceOperation(ref_id=80, operation="Deposit", user_id=USER, asset_id=USDT, amount=5)])
 
+    runs = ReconcileRun.objects.count()
     assert tasks.reconcile_balances() is None  # undecided: the second look is scheduled, not slept for
     assert scheduled == [{"kwargs": {"second_look": True}, "countdown": 7}]
+    assert ReconcileRun.objects.count() == runs  # only the last look is an outcome
     assert tasks.reconcile_balances(second_look=True) is False  # still different: reported
     assert len(scheduled) == 1

@@ -100,6 +100,7 @@ class FakeScylla:
         self.in_flight: dict[tuple[int, int, int], tuple[int, dict]] = {}
         self.in_flight_tombstones: dict[tuple[int, int, int], int] = {}
         self.events: dict[tuple[int, int, int], dict] = {}  # (request_id, at, seq) -> row
+        self.activity: dict[tuple, dict] = {}  # (hour, kind, bucket, minute, request_id) -> row
         self.calls: list[tuple[str, dict]] = []
         self.prepared: dict[str, Prepared] = {}
         self.ddl: list[str] = []
@@ -241,6 +242,28 @@ class FakeScylla:
         keys = sorted(key for key in self.events if key[0] == request_id)[:page_size]
         return [{**self.events[key], "at": EPOCH + datetime.timedelta(milliseconds=self.events[key]["at"])}
                 for key in keys]
+
+    def _upsert_activity(self, **row: Any) -> list:
+        assert row["hour"] % 3_600_000 == 0 and row["minute"] % 60_000 == 0
+        self.activity[(row["hour"], row["kind"], row["bucket"], row["minute"], row["request_id"])] = dict(row)
+        return []
+
+    def _activity_rows(self, hour: int, kind: str, bucket: int, since: int) -> list[dict]:
+        return [row for key, row in sorted(self.activity.items()) if key[:3] == (hour, kind, bucket)
+                and key[3] >= since]
+
+    def _count_activity(self, hour: int, kind: str, bucket: int, since: int) -> list[dict]:
+        minutes = collections.Counter(row["minute"] for row in self._activity_rows(hour, kind, bucket, since))
+        return [{"minute": EPOCH + datetime.timedelta(milliseconds=minute), "transfers": n}
+                for minute, n in sorted(minutes.items())]
+
+    def _failed_activity(self, hour: int, kind: str, bucket: int, since: int, page_size: int) -> list[dict]:
+        return [{"error_message": row["error_message"]}
+                for row in self._activity_rows(hour, kind, bucket, since)[:page_size]]
+
+    def _count_in_flight(self, bucket: int, page_size: int) -> list[dict]:
+        rows = [row for (b, _, _), (_, row) in sorted(self.in_flight.items()) if b == bucket][:page_size]
+        return [self._out({"status": row["status"], "updated_at": row["updated_at"]}) for row in rows]
 
 
 # --- Fixtures ------------------------------------------------------------------
@@ -414,7 +437,8 @@ def test_lwt_outcome_of_something_else_is_an_error():
 def test_create_writes_the_in_flight_row_first_then_the_record_then_history(store, fake, ids):
     record = make_record(ids.next_id(), client_transfer_id="abc")
     store.create(record)
-    assert fake.names() == ["claim_client_id", "insert_in_flight", "insert_transfer", "upsert_by_user"]
+    assert fake.names() == ["claim_client_id", "insert_in_flight", "insert_transfer", "upsert_by_user",
+                            "upsert_activity"]
     (row,) = fake.in_flight_rows(record.request_id)
     assert row["bucket"] == in_flight_bucket(record.request_id)
     assert row["status"] == "requesting" and row["row_version"] == 1

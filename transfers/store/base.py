@@ -49,6 +49,35 @@ class FinishedDurations:
     sum_ms: int
 
 
+ACCEPTED = "accepted"  # Activity's kind for a transfer stored, beside the terminal statuses
+
+
+@dataclasses.dataclass(frozen=True)
+class Activity:
+    """What happened to transfers since a time, per minute: for the operations overview.
+
+    `per_minute` counts transfers accepted in each minute (by creation time)
+    and transfers that finished in it (by the time of their final status):
+    {(minute start in ms, "accepted" | "success" | "failed"): count}.
+    `failure_reasons` counts the error messages of those that failed.
+    """
+
+    per_minute: dict[tuple[int, str], int]
+    failure_reasons: dict[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class InFlightCounts:
+    """Transfers not finished, and those of them whose status has not moved since a time, by status.
+
+    `complete` is False when the count stopped at its limit (the numbers are then "at least").
+    """
+
+    in_flight: dict[TransferStatus, int]
+    stuck: dict[TransferStatus, int]
+    complete: bool = True
+
+
 class TransferStore(abc.ABC):
     """Keeps transfer records and their timelines. Every status change is a compare-and-set."""
 
@@ -142,6 +171,16 @@ class TransferStore(abc.ABC):
     ) -> dict[tuple[Direction, TransferStatus], FinishedDurations]:
         """Request-to-terminal times of transfers that finished since the given time."""
         raise NotImplementedError(f"{type(self).__name__} cannot list finished transfers by time")
+
+    # --- The operations overview: reads bounded by time, never by how much is stored --
+
+    @abc.abstractmethod
+    def activity_since(self, since_ms: int) -> Activity:
+        """Per-minute counts of accepted and finished transfers since `since_ms` (at most a few hours back)."""
+
+    @abc.abstractmethod
+    def count_in_flight(self, stuck_before_ms: int, limit: int) -> InFlightCounts:
+        """In-flight transfers by status, and those not moved since `stuck_before_ms`; counts up to `limit`."""
 
     # --- Errors -------------------------------------------------------------------
 

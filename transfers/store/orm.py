@@ -8,11 +8,15 @@ from collections.abc import Collection, Iterable, Sequence
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q, Sum
 
-from transfers.domain import TERMINAL, Direction, EventKind, TimelineEvent, TransferRecord, TransferStatus
+from transfers.domain import IN_FLIGHT, TERMINAL, Direction, EventKind, TimelineEvent, TransferRecord, TransferStatus
 from transfers.models import Asset, Transfer, TransferEvent
+from transfers.snowflake import first_id_at
 from transfers.store.base import (
+    ACCEPTED,
+    Activity,
     ClientTransferIdTaken,
     FinishedDurations,
+    InFlightCounts,
     InvalidCursor,
     StatusChange,
     TransferPage,
@@ -213,6 +217,47 @@ class OrmTransferStore(TransferStore):
             )
             for row in rows
         }
+
+    def activity_since(self, since_ms: int) -> Activity:
+        # Each read is a range of an index, bounded by the window, not by the table's size:
+        # accepted by the primary key (request ids are time-ordered snowflakes made at
+        # creation), finished by (status, updated_at_ms) (a final status never changes again).
+        minute = F("created_at_ms") / MINUTE_MS  # integer division on SQLite and PostgreSQL
+        per_minute: dict[tuple[int, str], int] = {}
+        accepted = (
+            Transfer.objects.filter(request_id__gte=first_id_at(since_ms), created_at_ms__gte=since_ms)
+            .annotate(minute=minute).values("minute").annotate(n=Count("request_id"))
+        )
+        for row in accepted:
+            per_minute[(row["minute"] * MINUTE_MS, ACCEPTED)] = row["n"]
+        finished = (
+            Transfer.objects.filter(status__in=[status.value for status in TERMINAL], updated_at_ms__gte=since_ms)
+            .annotate(minute=F("updated_at_ms") / MINUTE_MS).values("status", "minute")
+            .annotate(n=Count("request_id"))
+        )
+        for row in finished:
+            per_minute[(row["minute"] * MINUTE_MS, row["status"])] = row["n"]
+        reasons = (
+            Transfer.objects.filter(status=TransferStatus.FAILED.value, updated_at_ms__gte=since_ms)
+            .values("error_message").annotate(n=Count("request_id"))
+        )
+        return Activity(per_minute, {row["error_message"] or "": row["n"] for row in reasons})
+
+    def count_in_flight(self, stuck_before_ms: int, limit: int) -> InFlightCounts:
+        in_flight = Q(status__in=[status.value for status in IN_FLIGHT])  # the (status, updated_at_ms) index
+        rows = (
+            Transfer.objects.filter(in_flight)
+            .values("status")
+            .annotate(n=Count("request_id"), stuck=Count("request_id", filter=Q(updated_at_ms__lt=stuck_before_ms)))
+        )
+        counts = {TransferStatus(row["status"]): (row["n"], row["stuck"]) for row in rows}
+        return InFlightCounts(
+            in_flight={status: n for status, (n, _) in counts.items()},
+            stuck={status: stuck for status, (_, stuck) in counts.items()},
+        )
+
+
+MINUTE_MS = 60_000
 
 
 class _Statements:

@@ -68,9 +68,17 @@ import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from transfers.domain import IN_FLIGHT, Direction, EventKind, TimelineEvent, TransferRecord, TransferStatus
+from transfers.domain import IN_FLIGHT, TERMINAL, Direction, EventKind, TimelineEvent, TransferRecord, TransferStatus
 from transfers.store import scylla_connection
-from transfers.store.base import ClientTransferIdTaken, InvalidCursor, TransferPage, TransferStore
+from transfers.store.base import (
+    ACCEPTED,
+    Activity,
+    ClientTransferIdTaken,
+    InFlightCounts,
+    InvalidCursor,
+    TransferPage,
+    TransferStore,
+)
 from transfers.store.scylla_schema import (  # re-exported for test suites
     create_test_keyspace,
     drop_keyspace,
@@ -124,6 +132,10 @@ RECORD_COLUMNS = (
 TRANSFER_COLUMNS = (*RECORD_COLUMNS, "from_account", "to_account", "row_version")
 IN_FLIGHT_COLUMNS = ("bucket", *RECORD_COLUMNS, "row_version")
 EVENT_COLUMNS = ("request_id", "at", "seq", "kind", "detail", "actor", "process")
+ACTIVITY_COLUMNS = ("hour", "kind", "bucket", "minute", "request_id", "error_message")
+ACTIVITY_PARTITION = "hour = :hour AND kind = :kind AND bucket = :bucket AND minute >= :since"
+MINUTE_MS, HOUR_MS = 60_000, 3_600_000
+FAILURE_REASONS_SCAN_LIMIT = 10_000  # failed rows read per partition for the top reasons
 
 # Kinds: "read"/"write" run at the consistency level, "lwt" adds the serial
 # level, "serial_read" reads at the serial level, "scan" pages.
@@ -189,6 +201,19 @@ STATEMENTS: dict[str, tuple[str, str]] = {
         _select("transfer_in_flight", IN_FLIGHT_COLUMNS, "bucket = :bucket AND updated_at < :before"),
         SCAN,
     ),
+    # The operations overview's per-minute rows (transfer_activity): plain upserts.
+    "upsert_activity": (_insert("transfer_activity", ACTIVITY_COLUMNS, ""), WRITE),
+    "count_activity": (
+        f"SELECT minute, COUNT(*) AS transfers FROM {{ks}}.transfer_activity WHERE {ACTIVITY_PARTITION} "  # noqa: S608
+        "GROUP BY minute",
+        READ,
+    ),
+    "failed_activity": (
+        f"SELECT error_message FROM {{ks}}.transfer_activity WHERE {ACTIVITY_PARTITION} LIMIT :page_size",  # noqa: S608
+        SCAN,
+    ),
+    "count_in_flight": (_select("transfer_in_flight", ("status", "updated_at"), "bucket = :bucket LIMIT :page_size"),
+                        SCAN),
     # The timeline: plain inserts (an event is never changed), one partition per transfer.
     "insert_event": (_insert("transfer_event", EVENT_COLUMNS, ""), WRITE),
     "select_timeline": (_select("transfer_event", EVENT_COLUMNS, "request_id = :request_id LIMIT :page_size"), READ),
@@ -329,6 +354,19 @@ def in_flight_params(stored: StoredTransfer) -> dict[str, Any]:
         "row_version": stored.row_version,
         "write_ts": stored.write_timestamp,
     }
+
+
+def activity_params(record: TransferRecord) -> list[dict[str, Any]]:
+    """The transfer_activity rows of a record: accepted, and finished once it is."""
+    bucket = in_flight_bucket(record.request_id)
+    moments = [(ACCEPTED, record.created_at_ms, None)]
+    if record.status in TERMINAL:
+        moments.append((record.status.value, record.updated_at_ms, record.error_message))
+    return [
+        {"hour": at_ms - at_ms % HOUR_MS, "kind": kind, "bucket": bucket, "minute": at_ms - at_ms % MINUTE_MS,
+         "request_id": record.request_id, "error_message": error_message}
+        for kind, at_ms, error_message in moments
+    ]
 
 
 def lwt_outcome(result: Any) -> tuple[bool, dict[str, Any] | None]:
@@ -626,7 +664,7 @@ class ScyllaTransferStore(TransferStore):
     def _write_derived(
         self, new: StoredTransfer, previous: StoredTransfer | None, *, in_flight_row: bool = True
     ) -> bool:
-        """Bring transfer_in_flight and transfer_by_user to `new`.
+        """Bring transfer_in_flight, transfer_by_user and transfer_activity to `new`.
 
         `previous` is the state whose in-flight row to remove; `in_flight_row`
         False when the row of `new` is known to be written. Failures are
@@ -640,6 +678,7 @@ class ScyllaTransferStore(TransferStore):
             if record.status in IN_FLIGHT and in_flight_row:
                 futures.append(self._execute_async("insert_in_flight", in_flight_params(new)))
             futures.append(self._execute_async("upsert_by_user", {**record_params(record), "write_ts": write_ts}))
+            futures.extend(self._execute_async("upsert_activity", params) for params in activity_params(record))
             for future in futures:
                 future.result()
             if previous is not None and previous.record.status in IN_FLIGHT:
@@ -749,6 +788,58 @@ class ScyllaTransferStore(TransferStore):
                 break
         ordered = sorted(stuck.values(), key=lambda record: (record.updated_at_ms, record.request_id))
         return ordered[:limit]
+
+    # --- the operations overview --------------------------------------------------
+
+    def activity_since(self, since_ms: int) -> Activity:
+        partitions = [
+            (hour, kind, bucket)
+            for hour in range(since_ms - since_ms % HOUR_MS, _now_ms() + 1, HOUR_MS)
+            for kind in (ACCEPTED, TransferStatus.SUCCESS.value, TransferStatus.FAILED.value)
+            for bucket in range(IN_FLIGHT_BUCKETS)
+        ]
+        counts = [
+            (kind, self._execute_async("count_activity", {"hour": hour, "kind": kind, "bucket": bucket,
+                                                          "since": since_ms}))
+            for hour, kind, bucket in partitions
+        ]
+        failures = [
+            self._execute_async("failed_activity", {"hour": hour, "kind": kind, "bucket": bucket, "since": since_ms,
+                                                    "page_size": FAILURE_REASONS_SCAN_LIMIT})
+            for hour, kind, bucket in partitions
+            if kind == TransferStatus.FAILED.value
+        ]
+        per_minute: dict[tuple[int, str], int] = {}
+        for kind, future in counts:
+            for row in future.result():
+                values = row_as_dict(row)
+                key = (timestamp_ms(values["minute"]), kind)
+                per_minute[key] = per_minute.get(key, 0) + values["transfers"]
+        reasons: dict[str, int] = {}
+        for future in failures:
+            for row in future.result():
+                reason = row_as_dict(row)["error_message"] or ""
+                reasons[reason] = reasons.get(reason, 0) + 1
+        return Activity(per_minute, reasons)
+
+    def count_in_flight(self, stuck_before_ms: int, limit: int) -> InFlightCounts:
+        # transfer_in_flight holds a row per in-flight transfer (a stale row left by an interrupted
+        # change is counted until the re-drive scan repairs it): at most `limit` rows in all.
+        per_bucket = max(1, -(-limit // IN_FLIGHT_BUCKETS))
+        futures = [self._execute_async("count_in_flight", {"bucket": bucket, "page_size": per_bucket})
+                   for bucket in range(IN_FLIGHT_BUCKETS)]
+        in_flight: dict[TransferStatus, int] = {}
+        stuck: dict[TransferStatus, int] = {}
+        complete = True
+        for future in futures:
+            rows = [row_as_dict(row) for row in future.result()]
+            complete = complete and len(rows) < per_bucket
+            for values in rows:
+                status = TransferStatus(values["status"])
+                in_flight[status] = in_flight.get(status, 0) + 1
+                if timestamp_ms(values["updated_at"]) < stuck_before_ms:
+                    stuck[status] = stuck.get(status, 0) + 1
+        return InFlightCounts(in_flight, stuck, complete)
 
     def _check_in_flight_row(self, entry: StoredTransfer, current: StoredTransfer) -> None:
         """Repair the derived rows of a transfer whose in-flight row the scan read.

@@ -34,7 +34,8 @@ from django.core.exceptions import ImproperlyConfigured
 from transfers.store.scylla_connection import get_session, keyspace_name
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema" / "internal_transfer.cql"
-TABLES = ("transfer", "transfer_client_id", "transfer_by_user", "transfer_in_flight", "transfer_event")
+TABLES = ("transfer", "transfer_client_id", "transfer_by_user", "transfer_in_flight", "transfer_event",
+          "transfer_activity")
 TEST_KEYSPACE_PREFIX = "test_"
 DDL_TIMEOUT_SECONDS = 60.0
 
