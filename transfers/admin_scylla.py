@@ -39,6 +39,11 @@ PAGE_SIZE = 50
 MAX_ID = 2**63 - 1
 
 _TEMPLATE = """{% extends "admin/base_site.html" %}
+{% load static %}
+{% block extrahead %}{{ block.super }}
+<script src="{% url 'admin:jsi18n' %}"></script>
+<script src="{% static 'admin/js/actions.js' %}" defer></script>
+{% endblock %}
 {% block content %}
 <div id="content-main">
 <form method="get" style="margin-bottom: 1em">
@@ -56,11 +61,21 @@ _TEMPLATE = """{% extends "admin/base_site.html" %}
 </form>
 {% if error %}<p class="errornote">{{ error }}</p>{% endif %}
 {% if searched %}
+<form method="post" id="changelist-form">{% csrf_token %}
+{% if may_redrive and rows %}<div class="actions">
+  <button type="submit" class="button" name="index" value="redrive_selected">Re-drive selected</button>
+  <span class="action-counter" data-actions-icnt="{{ rows|length }}">0 of {{ rows|length }} selected</span>
+</div>{% endif %}
 <table id="result_list">
-  <thead><tr><th>request id</th><th>user id</th><th>client transfer id</th><th>direction</th><th>asset</th>
+  <thead><tr>{% if may_redrive and rows %}<th class="action-checkbox-column"><input type="checkbox"
+  id="action-toggle" aria-label="Select all"></th>{% endif %}<th>request id</th><th>user id</th>
+  <th>client transfer id</th><th>direction</th><th>asset</th>
   <th>amount</th><th>status</th><th>error</th><th>created (UTC)</th><th>updated (UTC)</th></tr></thead>
   <tbody>
-  {% for row in rows %}<tr><td><a href="?request_id={{ row.record.request_id }}">{{ row.record.request_id }}</a>
+  {% for row in rows %}<tr>{% if may_redrive %}<td class="action-checkbox"><input type="checkbox"
+  class="action-select" name="_selected_action" value="{{ row.record.request_id }}"
+  aria-label="Select this transfer"></td>{% endif %}<td>
+  <a href="?request_id={{ row.record.request_id }}">{{ row.record.request_id }}</a>
   </td><td><a href="?user_id={{ row.record.user_id }}">{{ row.record.user_id }}</a></td>
   <td>{{ row.record.client_transfer_id|default:"" }}</td><td>{{ row.record.direction.value }}</td>
   <td>{{ row.record.asset_code }}</td><td>{{ row.amount }}</td><td>{{ row.record.status.value }}</td>
@@ -68,6 +83,7 @@ _TEMPLATE = """{% extends "admin/base_site.html" %}
   {% empty %}<tr><td colspan="10">No transfers.</td></tr>{% endfor %}
   </tbody>
 </table>
+</form>
 {% if next_query %}<p><a href="?{{ next_query }}">Next page</a></p>{% endif %}
 {% endif %}
 {% if timeline is not None %}
@@ -181,6 +197,7 @@ def transfer_records_view(request: HttpRequest) -> HttpResponse:
         "next_query": next_query,
         "timeline": timeline,
         "can_redrive": can_redrive,
+        "may_redrive": request.user.has_perm("transfers.redrive_transfer"),
         "balances_url": balances_url,
     }
     template = engines["django"].from_string(_TEMPLATE)
@@ -188,24 +205,31 @@ def transfer_records_view(request: HttpRequest) -> HttpResponse:
 
 
 def _redrive(request: HttpRequest) -> HttpResponse:
-    """POST redrive=<request id>: the recovery task's path (settlement.services.redrive_for_staff)."""
+    """POST redrive=<request id> (a transfer's page) or _selected_action=<id>... (the list's "Re-drive selected"):
+    the recovery task's path (settlement.services.redrive_for_staff)."""
     from settlement.services import redrive_for_staff
 
     if not request.user.has_perm("transfers.redrive_transfer"):
         raise PermissionDenied
+    selected = request.POST.getlist("_selected_action")
     try:
-        request_id = _as_id(request.POST.get("redrive", ""))
+        request_ids = [_as_id(text) for text in (selected or [request.POST.get("redrive", "")])]
     except ValueError:
-        request_id = None
-    if request_id is None:
-        messages.error(request, "Nothing to re-drive: no request id.")
-        return HttpResponseRedirect(request.path)
-    driven = redrive_for_staff([request_id], request.user)
+        request_ids = []
+    request_ids = [request_id for request_id in request_ids if request_id is not None]
+    back = request.get_full_path()  # the list as it was searched, or the transfer's page
+    if not request_ids:
+        messages.error(request, "Nothing to re-drive: no transfer selected.")
+        return HttpResponseRedirect(back)
+    driven = redrive_for_staff(request_ids, request.user)
+    if not selected:
+        back = f"{request.path}?request_id={request_ids[0]}"
     if driven:
-        messages.success(request, f"Re-drove transfer {request_id}.")
+        named = f"transfer {request_ids[0]}" if len(request_ids) == 1 else f"{driven} of {len(request_ids)} transfers"
+        messages.success(request, f"Re-drove {named}.")
     else:
-        messages.warning(request, f"Transfer {request_id} is finished or unknown; left alone.")
-    return HttpResponseRedirect(f"{request.path}?request_id={request_id}")
+        messages.warning(request, "The selected transfers are finished or unknown; left alone.")
+    return HttpResponseRedirect(back)
 
 
 urlpatterns = [

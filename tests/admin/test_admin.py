@@ -366,6 +366,22 @@ def test_the_store_page_shows_a_transfers_timeline_and_redrives_it(support_clien
     assert "admin:sam-support" in response.content.decode()
 
 
+def test_the_store_page_redrives_the_selected_transfers_of_a_list(support_client, make_transfer, user_id, bus):
+    stuck = [make_transfer("spot", "funding", "USDT", amount) for amount in ("1", "2", "3")]
+    bus.published.clear()
+    listed = STORE_PAGE + f"?user_id={user_id}"
+    html = support_client.get(listed).content.decode()
+    assert 'id="action-toggle"' in html and html.count('class="action-select"') == 3
+    assert 'data-actions-icnt="3"' in html and "admin/js/actions" in html
+
+    chosen = [str(stuck[0].request_id), str(stuck[2].request_id)]
+    response = support_client.post(listed, {"_selected_action": chosen, "index": "redrive_selected"})
+
+    assert (response.status_code, response["Location"]) == (302, listed)  # back to the same list
+    assert "Re-drove 2 of 2 transfers." in support_client.get(listed).content.decode()
+    assert sorted(str(p.message.ref_id) for p in bus.published) == sorted(chosen)
+
+
 def test_the_store_page_redrive_needs_the_permission(client, django_user_model, make_transfer, bus):
     from django.contrib.auth.models import Permission
 
@@ -376,6 +392,8 @@ def test_the_store_page_redrive_needs_the_permission(client, django_user_model, 
     bus.published.clear()
     assert 'name="redrive"' not in client.get(STORE_PAGE, {"request_id": str(record.request_id)}).content.decode()
     assert client.post(STORE_PAGE, {"redrive": str(record.request_id)}).status_code == 403
+    assert client.post(STORE_PAGE, {"_selected_action": [str(record.request_id)]}).status_code == 403
+    assert 'id="action-toggle"' not in client.get(STORE_PAGE, {"user_id": str(record.user_id)}).content.decode()
     assert bus.published == []
 
 
