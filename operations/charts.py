@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 
 WIDTH, HEIGHT = 760, 220
-LEFT, RIGHT, TOP, BOTTOM = 48, 12, 12, 28  # room for the axes' labels
+LEFT, RIGHT, TOP, BOTTOM = 48, 28, 12, 28  # room for the axes' labels
 COLOURS = {"accepted": "#417690", "success": "#2e7d32", "failed": "#c62828"}
 X_LABEL_EVERY = 15  # minutes
 
