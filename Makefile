@@ -23,14 +23,17 @@ setup: $(BIN)/.installed
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 
 # With KAFKA_BOOTSTRAP_SERVERS set (e.g. from var/services.env) the stack uses that broker
-# and does not start the development one.
+# and does not start the development one; else the development broker listens on DEV_BROKER_PORT.
+DEV_BROKER_PORT ?= 19092
 PROCESSES := $(if $(KAFKA_BOOTSTRAP_SERVERS),$(shell grep -v '^broker:' Procfile | cut -d: -f1),)
+BOOTSTRAP := $(or $(KAFKA_BOOTSTRAP_SERVERS),127.0.0.1:$(DEV_BROKER_PORT))
 
 # The whole stack on embedded defaults; Ctrl-C stops every process. Once it is ready,
 # transfer_site.announce prints where each page is.
 run: setup
 	$(BIN)/python -m transfer_site.announce --port $(PORT) --flower-port $(FLOWER_PORT) &
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --procfile Procfile --port $(PORT) $(PROCESSES)
+	PATH="$(CURDIR)/$(BIN):$$PATH" KAFKA_BOOTSTRAP_SERVERS=$(BOOTSTRAP) \
+		$(BIN)/honcho start --procfile Procfile --port $(PORT) $(PROCESSES)
 
 # The production-like servers on loopback (Kafka, Cassandra, PostgreSQL, Redis), see docs/services.md;
 # writes var/services.env. Then: set -a; . var/services.env; set +a; make run (or make test).
@@ -46,7 +49,7 @@ lint: $(BIN)/.installed
 test: lint
 	$(BIN)/pytest
 
-# The benchmark (README "Benchmark"): starts its own stack on free ports, prints a table,
+# The benchmark (docs/benchmarks.md): starts its own stack on free ports, prints a table,
 # writes bench/results/bench-<time>.json. BENCH_ARGS="--soak-minutes 10" for the memory soak.
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -55,7 +58,7 @@ bench: $(BIN)/.installed
 bench-smoke: $(BIN)/.installed
 	$(BIN)/python -m bench --smoke --out var/bench-smoke
 
-# The chaos run (README "Chaos run"): its own stack, transfers under load while web, relay, worker,
+# The chaos run (docs/testing.md "Chaos run"): its own stack, transfers under load while web, relay, worker,
 # bridge and UBSCore are SIGKILLed and restarted; then every invariant. Size: CHAOS_TRANSFERS,
 # CHAOS_SECONDS, CHAOS_USERS, ... (tests/chaos/run_chaos.py). Exits non-zero on a violation.
 chaos: $(BIN)/.installed

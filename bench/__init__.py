@@ -1,1 +1,1 @@
-"""The benchmark the project keeps: `make bench` (README "Benchmark")."""
+"""The benchmark the project keeps: `make bench` (docs/benchmarks.md)."""

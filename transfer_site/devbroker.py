@@ -37,7 +37,7 @@ def main() -> None:
     if port_taken(int(port)):
         sys.exit(
             f"devbroker: 127.0.0.1:{port} is already in use (another broker, or a `make run` still running?). "
-            "Stop it, or use another port: KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:<port> make run"
+            "Stop it, or use another port: DEV_BROKER_PORT=<port> make run"
         )
     url = f"tcp://127.0.0.1:{port}"
     binary = broker_binary()

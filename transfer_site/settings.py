@@ -2,7 +2,7 @@
 
 Everything comes from the environment and has a working default for one
 machine (SQLite, SQL ledger, ORM store, local Kafka-protocol broker, a Celery
-broker that needs no server). See README "Configuration".
+broker that needs no server). See docs/configuration.md.
 """
 
 import os
@@ -255,7 +255,7 @@ LOGGING = {
 }
 
 # --- API security -----------------------------------------------------------
-# README "Authentication and signing", "Rate limits", "Production".
+# docs/api.md "Authentication and signing", "Rate limits"; docs/configuration.md "Production".
 DJANGO_ENV = os.environ.get("DJANGO_ENV", "development")
 if DJANGO_ENV not in security.ENVIRONMENTS:
     # A typo ("prod") must not quietly skip the production checks.
@@ -349,7 +349,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Operations ---------------------------------------------------------------
-# README "Support and operations"; docs/architecture.md "Timeline" and "Metrics".
+# docs/operations.md; docs/architecture.md "Timeline" and "Metrics".
 # /ready: each dependency check (database, ledger, Kafka, Celery broker) must answer within this.
 READY_CHECK_TIMEOUT_SECONDS = float(os.environ.get("READY_CHECK_TIMEOUT_SECONDS", "3"))
 # /metrics reads durable state at scrape time: the duration histogram covers the
@@ -368,7 +368,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 
 # --- Benchmark ----------------------------------------------------------------
-# README "Benchmark". On: /api/v1/bench/bare, a bare authenticated DRF endpoint
+# docs/benchmarks.md. On: /api/v1/bench/bare, a bare authenticated DRF endpoint
 # the benchmark measures the transfer endpoint against. Never on in a deployment.
 BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
 # Performance knobs the benchmark tuned (docs/architecture.md "Performance").

@@ -11,7 +11,7 @@ urlpatterns = [
     path("admin/balances/", include(admin_balances.urlpatterns)),  # a user's balances, read-only
     path("admin/operations/overview/", include(operations_admin.urlpatterns)),
     path("admin/", admin.site.urls),
-    # OpenAPI: public, no key (SPECTACULAR_SETTINGS); README "API".
+    # OpenAPI: public, no key (SPECTACULAR_SETTINGS); docs/api.md.
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("operations.urls")),  # /metrics

@@ -1,4 +1,4 @@
-"""A bare authenticated endpoint for the benchmark (bench/, README "Benchmark").
+"""A bare authenticated endpoint for the benchmark (bench/, docs/benchmarks.md).
 
 `POST /api/v1/bench/bare` runs what every API call runs -- the server, the
 middleware, DRF's request handling, API-key authentication, permission and

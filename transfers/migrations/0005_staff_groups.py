@@ -1,4 +1,4 @@
-"""Staff roles as groups: "support" and "admin" (README "Support and operations").
+"""Staff roles as groups: "support" and "admin" (docs/operations.md).
 
 support: view transfers (with their timelines), users' balances, assets, API
          keys and UBSCore's records; re-drive stuck transfers.
