@@ -23,17 +23,15 @@ setup: $(BIN)/.installed
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 
 # With KAFKA_BOOTSTRAP_SERVERS set (e.g. from var/services.env) the stack uses that broker
-# and does not start the development one; else the development broker listens on DEV_BROKER_PORT.
-DEV_BROKER_PORT ?= 19092
+# and does not start the development one; else the development broker listens on DEV_BROKER_PORT
+# (the settings default to it too, so manage.py commands given the same variable find it).
 PROCESSES := $(if $(KAFKA_BOOTSTRAP_SERVERS),$(shell grep -v '^broker:' Procfile | cut -d: -f1),)
-BOOTSTRAP := $(or $(KAFKA_BOOTSTRAP_SERVERS),127.0.0.1:$(DEV_BROKER_PORT))
 
 # The whole stack on embedded defaults; Ctrl-C stops every process. Once it is ready,
 # transfer_site.announce prints where each page is.
 run: setup
 	$(BIN)/python -m transfer_site.announce --port $(PORT) --flower-port $(FLOWER_PORT) &
-	PATH="$(CURDIR)/$(BIN):$$PATH" KAFKA_BOOTSTRAP_SERVERS=$(BOOTSTRAP) \
-		$(BIN)/honcho start --procfile Procfile --port $(PORT) $(PROCESSES)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --procfile Procfile --port $(PORT) $(PROCESSES)
 
 # The production-like servers on loopback (Kafka, Cassandra, PostgreSQL, Redis), see docs/services.md;
 # writes var/services.env. Then: set -a; . var/services.env; set +a; make run (or make test).

@@ -1,7 +1,8 @@
 """Run the development Kafka-protocol broker (Tansu, memory storage).
 
 For `make run` and the tests only; production uses a Kafka cluster.
-Usage: python -m transfer_site.devbroker [--port 19092]
+Usage: python -m transfer_site.devbroker [--port 19092]; the port defaults to
+DEV_BROKER_PORT, else KAFKA_BOOTSTRAP_SERVERS' port, else 19092.
 """
 
 import argparse
@@ -29,7 +30,8 @@ def port_taken(port: int) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    default_port = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092").rsplit(":", 1)[-1]
+    default_port = os.environ.get("DEV_BROKER_PORT") or os.environ.get(
+        "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092").rsplit(":", 1)[-1]
     parser.add_argument("--port", default=default_port)
     port = parser.parse_args().port
     # Tansu exits 0 when its port is taken, and honcho then stops the whole stack

@@ -154,7 +154,9 @@ if SCYLLA_HOSTS:
 MESSAGE_BUS = os.environ.get("MESSAGE_BUS", "kafka")  # kafka | memory (unit tests only)
 
 # --- Kafka ------------------------------------------------------------------
-KAFKA_BOOTSTRAP_SERVERS = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+# Without it: the development broker `make run` starts, on DEV_BROKER_PORT (19092).
+KAFKA_BOOTSTRAP_SERVERS = os.environ.get(
+    "KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{os.environ.get('DEV_BROKER_PORT', '19092')}")
 KAFKA_TOPIC_PARTITIONS = int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "4"))
 KAFKA_CONSUMER_MAX_RECORDS = int(os.environ.get("KAFKA_CONSUMER_MAX_RECORDS", "200"))
 SETTLEMENT_CONSUMER_GROUP = os.environ.get("SETTLEMENT_CONSUMER_GROUP", "settlement-bridge")

@@ -21,7 +21,7 @@ def test_a_taken_port_is_refused_with_a_reason_not_a_silent_exit():
         )
     assert result.returncode == 1
     assert f"127.0.0.1:{port} is already in use" in result.stderr
-    assert "KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+    assert "DEV_BROKER_PORT=<port> make run" in result.stderr
 
 
 def test_a_free_port_is_not_taken():

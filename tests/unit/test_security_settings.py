@@ -233,3 +233,12 @@ def test_signing_and_rates_from_the_environment(load_settings):
 def test_bad_values_refuse_to_start(load_settings, name, value):
     with pytest.raises(ImproperlyConfigured, match=name):
         load_settings(**{name: value})
+
+
+def test_the_development_broker_port_moves_the_default_bootstrap(load_settings, monkeypatch):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.delenv("DEV_BROKER_PORT", raising=False)
+    assert load_settings()["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19092"
+    assert load_settings(DEV_BROKER_PORT="19093")["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19093"
+    assert load_settings(DEV_BROKER_PORT="19093", KAFKA_BOOTSTRAP_SERVERS="kafka:9092")[
+        "KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"

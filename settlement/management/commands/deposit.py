@@ -2,6 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from settlement.deposits import DepositFailed, deposit_to_funding, deposit_to_spot
+from transfer_site.bus import BusUnavailable
 from transfers.amounts import InvalidAmount, parse_amount
 from transfers.models import Asset
 from transfers.snowflake import SnowflakeGenerator
@@ -42,6 +43,12 @@ class Command(BaseCommand):
                 deposit_to_spot(user_id, asset.id, amount, reference)
         except DepositFailed as error:
             raise CommandError(str(error)) from None
+        except BusUnavailable:
+            raise CommandError(
+                f"Kafka at {settings.KAFKA_BOOTSTRAP_SERVERS} did not take the deposit, so nothing was credited: "
+                "is the stack running (make run), and on this broker (DEV_BROKER_PORT, KAFKA_BOOTSTRAP_SERVERS)? "
+                f"Repeat with --reference {reference}: it never credits twice."
+            ) from None
         self.stdout.write(
             f"deposited {options['amount']} {asset.code} to the {options['to']} account of user {user_id} "
             f"(reference {reference})"
