@@ -148,6 +148,27 @@ def celery_task_outcomes() -> Iterator[Metric]:
     yield from (failures, retries)
 
 
+def webhook_deliveries() -> Iterator[Metric]:
+    from webhooks.selectors import delivery_numbers
+
+    numbers = delivery_numbers()
+    attempts = CounterMetricFamily(
+        f"{PREFIX}_webhook_delivery_attempts",
+        "Webhook delivery attempts by outcome: delivered (2xx), http_error, timeout, connection_error, refused "
+        "(the URL resolved to an address deliveries may not go to).",
+        labels=["outcome"])
+    for outcome, count in sorted(numbers.attempts_by_outcome.items()):
+        attempts.add_metric([outcome], count)
+    yield attempts
+    yield GaugeMetricFamily(f"{PREFIX}_webhook_deliveries_pending",
+                            "Webhook deliveries not yet delivered and still retried.", value=numbers.pending)
+    oldest = numbers.oldest_pending_event_ms
+    yield GaugeMetricFamily(
+        f"{PREFIX}_webhook_oldest_pending_seconds",
+        "Age of the oldest event with a delivery still pending (0 when none is).",
+        value=0 if oldest is None else max(0.0, time.time() - oldest / 1000))
+
+
 SOURCES: dict[str, Callable[[], Iterable[Metric]]] = {
     "transfer_counts": transfer_counts,
     "transfer_durations": transfer_durations,
@@ -156,6 +177,7 @@ SOURCES: dict[str, Callable[[], Iterable[Metric]]] = {
     "dead_letters": dead_letters,
     "reconcile": reconcile_differences,
     "celery_tasks": celery_task_outcomes,
+    "webhooks": webhook_deliveries,
 }
 
 

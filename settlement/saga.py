@@ -53,6 +53,7 @@ from transfers.domain import IN_FLIGHT, Direction, EventKind, TransferRecord, Tr
 from transfers.store import TransferStore, get_transfer_store
 from transfers.store.base import StatusChange
 from transfers.timeline import TimelineRecorder
+from webhooks import services as webhook_events
 
 logger = logging.getLogger(__name__)
 
@@ -523,11 +524,20 @@ def _finish_many(
     """
     if not finishes:
         return
+    finished_at_ms = _now_ms()
+    # The users' webhook events, written before the change so that a crash after it loses none
+    # (webhooks.services); raises before anything changed if the database does not answer.
+    webhook_events.record_finishing(finishes, finished_at_ms)
     moved = store.compare_and_set_many(
         [
             StatusChange(record.request_id, _read_status_first(record, IN_FLIGHT), status, error)
             for record, status, error in finishes
-        ]
+        ],
+        now_ms=finished_at_ms,
+    )
+    _confirm_webhook_events(
+        [dataclasses.replace(record, status=status, error_message=error, updated_at_ms=finished_at_ms)
+         for record, status, error in finishes if moved.get(record.request_id) is not None]
     )
     done: set[int] = set()
     for record, status, error in finishes:
@@ -540,6 +550,13 @@ def _finish_many(
                     timeline.status_changed(record.request_id, moved_from, status, error)
             else:
                 logger.info("transfer already finished; status left as it was")
+
+
+def _confirm_webhook_events(records: Sequence[TransferRecord]) -> None:
+    try:
+        webhook_events.confirm_finished(records)
+    except Exception:  # the statuses are stored: the webhooks sweep confirms the events from them
+        logger.exception("webhook events not confirmed; the sweep will", extra={"count": len(records)})
 
 
 def _read_status_first(record: TransferRecord, expected: Collection[TransferStatus]) -> tuple[TransferStatus, ...]:

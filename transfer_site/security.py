@@ -23,7 +23,10 @@ def _weak(value: str, minimum_length: int) -> bool:
     return len(value) < minimum_length or len(set(value)) < 5 or value.startswith("django-insecure-")
 
 
-def production_problems(*, debug: bool, secret_key: str, signing_pepper: str, metrics_token: str) -> list[str]:
+def production_problems(
+    *, debug: bool, secret_key: str, signing_pepper: str, metrics_token: str,
+    webhook_allow_private: bool = False, webhook_require_https: bool = True,
+) -> list[str]:
     """What makes these settings unfit for production; empty when they are fit."""
     problems = []
     if debug:
@@ -37,6 +40,10 @@ def production_problems(*, debug: bool, secret_key: str, signing_pepper: str, me
     if _weak(metrics_token, 32) or metrics_token in (secret_key, signing_pepper):
         problems.append("METRICS_TOKEN (the bearer token Prometheus sends to /metrics) must be a random value "
                         "of at least 32 characters, distinct from the other secrets")
+    if webhook_allow_private:
+        problems.append("WEBHOOK_ALLOW_PRIVATE must be off: callback URLs could reach internal addresses")
+    if not webhook_require_https:
+        problems.append("WEBHOOK_REQUIRE_HTTPS must be on: deliveries carry users' transfers")
     return problems
 
 

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "settlement",
     "ubscore",
     "operations",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -275,9 +276,43 @@ if not 0 < API_SIGNATURE_WINDOW_MS <= 60_000:
 # /metrics: with a token, only `Authorization: Bearer <METRICS_TOKEN>` is answered (Prometheus'
 # scrape config: monitoring/prometheus/prometheus.yml). Required in production; open without one.
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+
+# --- Webhooks (webhooks/; docs/api.md "Webhooks") -----------------------------
+# Callback URLs to loopback, private, link-local or reserved addresses are refused unless this is on
+# (development and tests only: production settings refuse to start with it).
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+WEBHOOK_REQUIRE_HTTPS = env_bool("WEBHOOK_REQUIRE_HTTPS", DJANGO_ENV == "production")
+WEBHOOK_MAX_ENDPOINTS_PER_USER = int(os.environ.get("WEBHOOK_MAX_ENDPOINTS_PER_USER", "10"))
+WEBHOOK_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOK_CONNECT_TIMEOUT_SECONDS", "3"))
+WEBHOOK_READ_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOK_READ_TIMEOUT_SECONDS", "5"))
+# Failed attempts are retried after base, 2 x base, 4 x base ... (at most max) seconds, +-20 %,
+# for the retry window after the transfer finished; then the delivery is given up (admin: redeliver).
+WEBHOOK_RETRY_BASE_SECONDS = float(os.environ.get("WEBHOOK_RETRY_BASE_SECONDS", "10"))
+WEBHOOK_RETRY_MAX_SECONDS = float(os.environ.get("WEBHOOK_RETRY_MAX_SECONDS", "3600"))
+WEBHOOK_RETRY_WINDOW_SECONDS = int(os.environ.get("WEBHOOK_RETRY_WINDOW_SECONDS", str(24 * 3600)))
+# Attempts in flight to one endpoint at once: what a slow receiver can hold of the webhooks worker.
+WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT = int(os.environ.get("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", "2"))
+WEBHOOK_DISPATCH_INTERVAL_SECONDS = float(os.environ.get("WEBHOOK_DISPATCH_INTERVAL_SECONDS", "2"))
+# An event whose transfer's status change was not confirmed this long after is finished from the store.
+WEBHOOK_CONFIRM_AFTER_SECONDS = float(os.environ.get("WEBHOOK_CONFIRM_AFTER_SECONDS", "30"))
+# The webhooks worker's own queue (Procfile `webhooks`): receivers never hold a settlement worker.
+WEBHOOK_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}-webhooks"
+CELERY_TASK_ROUTES = {"webhooks.*": {"queue": WEBHOOK_QUEUE}}
+CELERY_BEAT_SCHEDULE["dispatch-webhook-deliveries"] = {
+    "task": "webhooks.dispatch_due",
+    "schedule": WEBHOOK_DISPATCH_INTERVAL_SECONDS,
+    "options": {"expires": max(10.0, 3 * WEBHOOK_DISPATCH_INTERVAL_SECONDS)},
+}
+CELERY_BEAT_SCHEDULE["sweep-webhook-events"] = {
+    "task": "webhooks.sweep_unconfirmed",
+    "schedule": max(5.0, WEBHOOK_CONFIRM_AFTER_SECONDS / 2),
+    "options": {"expires": max(10.0, WEBHOOK_CONFIRM_AFTER_SECONDS)},
+}
+
 if DJANGO_ENV == "production":
     _problems = security.production_problems(
-        debug=DEBUG, secret_key=SECRET_KEY, signing_pepper=API_SIGNING_PEPPER, metrics_token=METRICS_TOKEN)
+        debug=DEBUG, secret_key=SECRET_KEY, signing_pepper=API_SIGNING_PEPPER, metrics_token=METRICS_TOKEN,
+        webhook_allow_private=WEBHOOK_ALLOW_PRIVATE, webhook_require_https=WEBHOOK_REQUIRE_HTTPS)
     if _problems:
         raise ImproperlyConfigured("refusing to start in production: " + "; ".join(_problems))
 

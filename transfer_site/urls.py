@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("operations.urls")),  # /metrics
     path("", include("transfers.urls")),
+    path("", include("webhooks.urls")),
 ]
 
 handler400 = "transfers.api.errors.json_bad_request"

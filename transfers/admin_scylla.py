@@ -88,7 +88,8 @@ _TEMPLATE = """{% extends "admin/base_site.html" %}
 {% endif %}
 {% if timeline is not None %}
 <h2>Timeline of {{ form.request_id }}</h2>
-{% if balances_url %}<p><a href="{{ balances_url }}">User's balances</a></p>{% endif %}
+<p>{% if balances_url %}<a href="{{ balances_url }}">User's balances</a> · {% endif %}<a
+  href="{% url 'admin:webhooks_webhookdelivery_changelist' %}?q={{ form.request_id }}">Webhook deliveries</a></p>
 {% if can_redrive %}<form method="post" id="redrive-form">{% csrf_token %}
 <input type="hidden" name="redrive" value="{{ form.request_id }}">
 <button type="submit" class="button">Re-drive</button></form>{% endif %}

@@ -39,7 +39,8 @@ def test_the_migrations_create_the_two_roles(groups):
     support = set(Group.objects.get(name="support").permissions.values_list("codename", flat=True))
     admin = set(Group.objects.get(name="admin").permissions.values_list("codename", flat=True))
     assert support == {"view_transfer", "redrive_transfer", "view_balances", "view_asset", "view_apikey",
-                       "view_spotbalance", "view_appliedoperation", "view_reconcilerun"}
+                       "view_spotbalance", "view_appliedoperation", "view_reconcilerun", "view_webhookendpoint",
+                       "view_webhookevent", "view_webhookdelivery", "view_webhookattempt", "redeliver_webhookdelivery"}
     assert admin == {"view_asset", "add_asset", "change_asset", "view_apikey", "add_apikey", "change_apikey"}
     # No role may change or delete a transfer or a balance: such permissions go to nobody.
     assert not {"change_transfer", "delete_transfer", "add_transfer", "change_spotbalance"} & (support | admin)

@@ -1,7 +1,7 @@
 """Starts the real processes of the service for end-to-end tests.
 
 Broker (Tansu), UBSCore consumer, settlement bridge, outbox relay, Celery
-worker, Celery beat and the web server (gunicorn), each its own OS process with the same
+worker, the webhooks worker, Celery beat and the web server (gunicorn), each its own OS process with the same
 environment a deployment gives it, on free loopback ports and a private
 VAR_DIR. Tests talk HTTP and Kafka to them; nothing is faked.
 
@@ -66,7 +66,14 @@ class Stack:
         "relay": ([sys.executable, "manage.py", "run_relay"], "relay started"),
         "worker": (
             [sys.executable, "-m", "celery", "-A", "transfer_site", "worker", "--loglevel", "INFO",
+             "--queues", "settlement-e2e-%(run)s",
              "--concurrency", "2", "--hostname", "e2e-%(run)s@%%h", "--without-mingle", "--without-gossip"],
+            " ready.",
+        ),
+        "webhooks": (
+            [sys.executable, "-m", "celery", "-A", "transfer_site", "worker", "--loglevel", "INFO",
+             "--queues", "settlement-e2e-%(run)s-webhooks", "--pool", "threads", "--concurrency", "4",
+             "--hostname", "e2e-webhooks-%(run)s@%%h", "--without-mingle", "--without-gossip"],
             " ready.",
         ),
         "beat": ([sys.executable, "-m", "celery", "-A", "transfer_site", "beat", "--loglevel", "INFO"], None),

@@ -36,7 +36,7 @@ PROMETHEUS = MONITORING / "prometheus" / "prometheus.yml"
 
 JOB = "internal-transfer"
 ALERT_NAMES = {"TransfersStuck", "ReconcileDifference", "ConsumerLagGrowing", "DeadLetters", "CeleryTaskFailures",
-               "MetricsSourceDown", "ServiceDown"}
+               "MetricsSourceDown", "ServiceDown", "WebhookDeliveriesLate"}
 # Grafana's interval macros stand where PromQL wants a duration; any other `$__` macro fails to parse.
 GRAFANA_MACROS = {"$__rate_interval": "2m", "$__interval": "30s", "$__range": "6h"}
 # Series Prometheus itself writes for every scrape target, not exported by the service.

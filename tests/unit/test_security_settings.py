@@ -32,6 +32,8 @@ ENV_NAMES = [
     "REDIS_URL",
     "SCYLLA_HOSTS",
     "DATABASE_URL",
+    "WEBHOOK_ALLOW_PRIVATE",
+    "WEBHOOK_REQUIRE_HTTPS",
 ]
 
 
@@ -242,3 +244,21 @@ def test_the_development_broker_port_moves_the_default_bootstrap(load_settings, 
     assert load_settings(DEV_BROKER_PORT="19093")["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19093"
     assert load_settings(DEV_BROKER_PORT="19093", KAFKA_BOOTSTRAP_SERVERS="kafka:9092")[
         "KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+
+
+
+def test_production_refuses_webhooks_to_internal_addresses_or_without_https():
+    fit = dict(debug=False, secret_key=GOOD_SECRET_KEY, signing_pepper=GOOD_PEPPER, metrics_token=GOOD_METRICS_TOKEN)
+    assert security.production_problems(**fit) == []
+    problems = security.production_problems(**fit, webhook_allow_private=True, webhook_require_https=False)
+    assert len(problems) == 2
+    assert "WEBHOOK_ALLOW_PRIVATE" in problems[0] and "WEBHOOK_REQUIRE_HTTPS" in problems[1]
+
+
+def test_production_settings_want_https_callbacks_and_refuse_private_ones(load_settings):
+    production = dict(DJANGO_ENV="production", DJANGO_SECRET_KEY=GOOD_SECRET_KEY, API_SIGNING_PEPPER=GOOD_PEPPER,
+                      METRICS_TOKEN=GOOD_METRICS_TOKEN)
+    assert load_settings(**production)["WEBHOOK_REQUIRE_HTTPS"] is True
+    assert load_settings()["WEBHOOK_REQUIRE_HTTPS"] is False
+    with pytest.raises(ImproperlyConfigured, match="WEBHOOK_ALLOW_PRIVATE"):
+        load_settings(**production, WEBHOOK_ALLOW_PRIVATE="1")

@@ -14,13 +14,14 @@ if TYPE_CHECKING:  # rest_framework.views imports this module while it loads
 
 
 class ApiKeyPermits(BasePermission):
-    """Reads need a live API key; anything else (creating transfers) a key with the transfer permission.
+    """Reads need a live API key; anything else (creating transfers, changing webhooks) a key with the
+    transfer permission.
 
     Decided by method, so an endpoint added later that moves money is closed
     to read-only keys without anyone remembering to say so.
     """
 
-    message = "this API key is read-only: it cannot create transfers"
+    message = "this API key is read-only: it cannot create transfers or change webhooks"
 
     def has_permission(self, request: Request, view: APIView) -> bool:
         # Without a key DRF answers 401 (no authenticator succeeded), not 403.

@@ -1,0 +1,38 @@
+"""Request and answer shapes of the webhook endpoints API."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from transfers.api.serializers import StrictCharField, StrictSerializer
+from webhooks.addresses import MAX_URL_LENGTH
+from webhooks.models import WebhookEndpoint
+
+
+class RegisterEndpointSerializer(StrictSerializer):
+    url = StrictCharField(
+        max_length=MAX_URL_LENGTH,
+        help_text="Where deliveries are POSTed: an absolute https:// URL (http:// outside production) of a "
+        "public address; no credentials, no fragment.",
+    )
+
+
+class EndpointSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    url = serializers.CharField()
+    created_at = serializers.IntegerField(help_text="Milliseconds since the epoch.")
+
+
+class RegisteredEndpointSerializer(EndpointSerializer):
+    secret = serializers.CharField(
+        help_text="Signs every delivery (Webhook-Signature). Shown this once: keep it; to change it, register "
+        "a new endpoint and delete this one."
+    )
+
+
+class EndpointListSerializer(serializers.Serializer):
+    items = EndpointSerializer(many=True)
+
+
+def endpoint_representation(endpoint: WebhookEndpoint) -> dict:
+    return {"id": str(endpoint.pk), "url": endpoint.url, "created_at": endpoint.created_at_ms}
