@@ -535,6 +535,8 @@ def _finish_many(
         ],
         now_ms=finished_at_ms,
     )
+    if moved:
+        faults.crash_point(faults.FINISH_BEFORE_WEBHOOK_CONFIRM)  # test hook: the sweep confirms the events
     _confirm_webhook_events(
         [dataclasses.replace(record, status=status, error_message=error, updated_at_ms=finished_at_ms)
          for record, status, error in finishes if moved.get(record.request_id) is not None]

@@ -34,6 +34,7 @@ UBSCORE_AFTER_APPLY = "ubscore.after_apply"  # spot balance changed and committe
 SETTLE_BEFORE_LEDGER = "settle.before_ledger"  # balance event taken by the worker, no ledger post/void/credit
 SETTLE_AFTER_LEDGER = "settle.after_ledger"  # ledger post/void/credit done, status not updated
 CONSUMER_BEFORE_COMMIT = "consumer.before_commit"  # Kafka batch handled, offsets not committed
+FINISH_BEFORE_WEBHOOK_CONFIRM = "finish.before_webhook_confirm"  # terminal status stored, its webhook event held
 ALL = (
     WEB_AFTER_STORE,
     RELAY_AFTER_PUBLISH,
@@ -42,6 +43,7 @@ ALL = (
     SETTLE_BEFORE_LEDGER,
     SETTLE_AFTER_LEDGER,
     CONSUMER_BEFORE_COMMIT,
+    FINISH_BEFORE_WEBHOOK_CONFIRM,
 )
 
 CRASH_AT: str | None = os.environ.get("CRASH_AT") or None

@@ -114,6 +114,13 @@ class Stack:
             REDRIVE_INTERVAL_SECONDS="2",
             WEB_WORKERS="2",
             PYTHONUNBUFFERED="1",
+            # Receivers of the tests listen on loopback; retries come within seconds, not minutes.
+            WEBHOOK_ALLOW_PRIVATE="1",
+            WEBHOOK_RETRY_BASE_SECONDS="1",
+            WEBHOOK_RETRY_MAX_SECONDS="4",
+            WEBHOOK_READ_TIMEOUT_SECONDS="1",
+            WEBHOOK_DISPATCH_INTERVAL_SECONDS="0.5",
+            WEBHOOK_CONFIRM_AFTER_SECONDS="5",
         )
         if env.get("LEDGER_BACKEND") == "tigerbeetle" and env.get("TIGERBEETLE_BIN"):
             # A replica of this stack's own, so balances never carry over

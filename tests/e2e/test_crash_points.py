@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -57,6 +58,7 @@ DEPOSITS = {
     "settle_after": [("BTC", "1", "funding"), ("BTC", "1", "spot")],
     "bridge_commit": [("USDT", "10", "funding")],
     "ubscore_commit": [("ETH", "3", "spot")],
+    "webhook_confirm": [("USDT", "30", "funding")],
 }
 
 
@@ -383,3 +385,34 @@ def test_ubscore_loses_its_offset_commit(stack, users):
     assert user.balance("ETH") == ("1", "0", "2", "0")
     assert_settled_exactly_once(
         stack, users, {outbound: ("success", None), too_much: ("failed", "insufficient balance")})
+
+
+# --- (g) the status stored, its webhook event not yet confirmed ---------------------------
+
+
+def test_worker_dies_between_the_status_and_its_webhook_event(stack, users):
+    from tests.webhooks.receiver import Receiver
+    from webhooks import signing
+
+    user = users["webhook_confirm"]
+    receiver = Receiver()
+    try:
+        status, endpoint = stack.http("POST", "/api/v1/user/webhooks", user.api_key, {"url": receiver.url})
+        assert status == 201, endpoint
+        since = start_crashing_at(stack, "worker", faults.FINISH_BEFORE_WEBHOOK_CONFIRM)
+
+        request_id = posted(user, "funding", "spot", "USDT", "7")
+        wait_crashed(stack, "worker", faults.FINISH_BEFORE_WEBHOOK_CONFIRM, since)
+        # The status is stored; the event waits, held, for a confirmation that will not come from this worker.
+        assert user.wait_terminal(request_id)["status"] == "success"
+        restart_without_crash_point(stack, "worker")
+
+        # Beat's sweep confirms it from the store (WEBHOOK_CONFIRM_AFTER_SECONDS later), and it is delivered.
+        wait_until(lambda: receiver.delivered_ids() == {f"evt_{request_id}"}, 60, "the swept event's delivery")
+        headers, body = receiver.received[-1]
+        assert signing.verify(endpoint["secret"], headers["Webhook-Timestamp"], headers["Webhook-Signature"], body,
+                              now=int(time.time()))
+        assert json.loads(body)["data"] == user.get_transfer(request_id)[1]
+        assert_settled_exactly_once(stack, users, {request_id: ("success", None)})
+    finally:
+        receiver.close()
