@@ -16,6 +16,11 @@ from transfers.store import get_transfer_store
 
 _groups_migration = importlib.import_module("transfers.migrations.0005_staff_groups")
 _reconcile_grant_migration = importlib.import_module("settlement.migrations.0003_support_views_reconcile_runs")
+_webhooks_grant_migration = importlib.import_module("webhooks.migrations.0002_attempt_counts_and_support")
+
+
+# Permissions later migrations grant to "support".
+GRANTED_LATER = ["view_reconcilerun", "redeliver_webhookdelivery"]
 
 
 @pytest.fixture
@@ -23,7 +28,7 @@ def groups(db) -> None:
     """The "support" and "admin" groups (made by a migration; again here if a flush removed them)."""
     support = Group.objects.filter(name="support").first()
     if (set(Group.objects.filter(name__in=["support", "admin"]).values_list("name", flat=True)) != {"support", "admin"}
-            or not support.permissions.filter(codename="view_reconcilerun").exists()):
+            or support.permissions.filter(codename__in=GRANTED_LATER).count() != len(GRANTED_LATER)):
         from django.db import connection
 
         class SchemaEditor:
@@ -33,6 +38,7 @@ def groups(db) -> None:
         editor.connection = connection
         _groups_migration.create_groups(apps, editor)
         _reconcile_grant_migration.grant(apps, editor)
+        _webhooks_grant_migration.seed(apps, editor)
 
 
 def _staff(django_user_model, name: str, *group_names: str):
