@@ -70,8 +70,9 @@ class AttemptInline(admin.TabularInline):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
-    list_display = ["id", "event_id", "event_type", "transfer", "endpoint_url", "status", "attempts",
-                    "last_status_code", "next_attempt", "delivered"]
+    # What support looks for first (did it arrive?) before what it was and where it went.
+    list_display = ["event_id", "status", "attempts", "last_status_code", "event_type", "transfer", "endpoint_url",
+                    "next_attempt", "delivered"]
     list_filter = ["status", "event__type"]
     list_select_related = ["event", "endpoint"]
     # A transfer's deliveries: its request id; a user's: their user id.
@@ -99,7 +100,8 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     @admin.display(description="endpoint")
     def endpoint_url(self, obj: WebhookDelivery) -> str:
         url = reverse("admin:webhooks_webhookendpoint_change", args=[obj.endpoint_id])
-        return format_html('<a href="{}">{}</a>', url, obj.endpoint.url)
+        shown = obj.endpoint.url if len(obj.endpoint.url) <= 40 else obj.endpoint.url[:39] + "…"
+        return format_html('<a href="{}" title="{}">{}</a>', url, obj.endpoint.url, shown)
 
     @admin.display(description="next attempt (UTC)")
     def next_attempt(self, obj: WebhookDelivery) -> str:
@@ -119,7 +121,8 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     @admin.action(description="Redeliver the selected deliveries", permissions=["redeliver"])
     def redeliver(self, request: HttpRequest, queryset) -> None:
         count = services.redeliver(queryset.values_list("pk", flat=True), actor=f"admin:{request.user.get_username()}")
-        self.message_user(request, f"Queued {count} deliveries again.", messages.SUCCESS)
+        self.message_user(request, f"Queued {count} {'delivery' if count == 1 else 'deliveries'} again.",
+                          messages.SUCCESS)
 
 
 @admin.register(WebhookEvent)

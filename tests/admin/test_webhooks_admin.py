@@ -67,7 +67,7 @@ def test_support_redelivers_a_delivered_event(support_client, delivered, django_
     with django_capture_on_commit_callbacks(execute=False) as queued:
         response = support_client.post(
             DELIVERIES, {"action": "redeliver", "_selected_action": [delivery.pk]}, follow=True)
-    assert "Queued 1 deliveries again." in response.content.decode()
+    assert "Queued 1 delivery again." in response.content.decode()
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.PENDING and delivery.give_up_at_ms > services.now_ms()
     assert len(queued) == 1

@@ -227,3 +227,38 @@ def test_support_redrives_all_stuck_transfers_from_the_operations_overview(stack
     for request_id in request_ids:
         assert user.wait_terminal(request_id)["status"] in TERMINAL
         assert user.get_transfer(request_id)[1]["status"] == "success"
+
+
+def test_support_finds_a_transfers_webhook_delivery_and_redelivers_it(stack, user, support_lead, sync_playwright):
+    from tests.webhooks.receiver import Receiver
+
+    receiver = Receiver()
+    try:
+        status, endpoint = stack.http("POST", "/api/v1/user/webhooks", user.api_key, {"url": receiver.url})
+        assert status == 201, endpoint
+        user.deposit("USDT", "10", to="funding")
+        status, body = user.transfer("funding", "spot", "USDT", "3")
+        assert status == 202, body
+        request_id = body["request_id"]
+        event_id = f"evt_{request_id}"
+        wait_until(lambda: receiver.delivered_ids() == {event_id}, 30, "the webhook delivery")
+
+        with logged_in_page(sync_playwright, stack) as page:
+            open_transfer(page, stack, request_id)
+            page.click("a:text-is('Webhook deliveries')")
+            page.wait_for_selector("#result_list")
+            assert_styled_and_scripted(page)
+            [row] = page.locator("#result_list tbody tr").all_inner_texts()
+            assert event_id in row and "transfer.succeeded" in row and "Delivered" in row, row
+            page.click("#result_list input.action-select")
+            page.select_option("select[name=action]", "redeliver")
+            page.click("#changelist-form button[name=index]")
+            page.wait_for_selector("ul.messagelist li")
+            message = page.inner_text("ul.messagelist li")
+            screenshot(page, "webhook-redeliver", stack)
+        assert message == "Queued 1 delivery again.", message
+        # Sent again: the same event, once more.
+        wait_until(lambda: len(receiver.answered_ok) == 2, 30, "the redelivery")
+        assert receiver.delivered_ids() == {event_id}
+    finally:
+        receiver.close()
