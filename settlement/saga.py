@@ -527,7 +527,7 @@ def _finish_many(
     finished_at_ms = _now_ms()
     # The users' webhook events, written before the change so that a crash after it loses none
     # (webhooks.services); raises before anything changed if the database does not answer.
-    webhook_events.record_finishing(finishes, finished_at_ms)
+    with_events = webhook_events.record_finishing(finishes, finished_at_ms)
     moved = store.compare_and_set_many(
         [
             StatusChange(record.request_id, _read_status_first(record, IN_FLIGHT), status, error)
@@ -535,11 +535,12 @@ def _finish_many(
         ],
         now_ms=finished_at_ms,
     )
-    if moved:
+    if moved and with_events:
         faults.crash_point(faults.FINISH_BEFORE_WEBHOOK_CONFIRM)  # test hook: the sweep confirms the events
     _confirm_webhook_events(
         [dataclasses.replace(record, status=status, error_message=error, updated_at_ms=finished_at_ms)
-         for record, status, error in finishes if moved.get(record.request_id) is not None]
+         for record, status, error in finishes
+         if record.request_id in with_events and moved.get(record.request_id) is not None]
     )
     done: set[int] = set()
     for record, status, error in finishes:

@@ -104,15 +104,18 @@ def event_id_of(request_id: int) -> str:
     return f"evt_{request_id}"
 
 
-def record_finishing(finishes: Sequence[tuple[TransferRecord, TransferStatus, str | None]], at_ms: int) -> None:
+def record_finishing(
+    finishes: Sequence[tuple[TransferRecord, TransferStatus, str | None]], at_ms: int
+) -> set[int]:
     """Before transfers move to a terminal status: their events, unconfirmed, for users with endpoints.
 
-    One query when none of the users has an endpoint. Raises if the database
-    does not answer, before any status changed: the saga's step is retried.
+    Returns the request ids that have an event to confirm. One query when none
+    of the users has an endpoint. Raises if the database does not answer,
+    before any status changed: the saga's step is retried.
     """
     endpoints_by_user = _active_endpoints_by_user({record.user_id for record, _, _ in finishes})
     if not endpoints_by_user:
-        return
+        return set()
     events: list[WebhookEvent] = []
     deliveries: list[WebhookDelivery] = []
     decimals = _decimals_of({record.asset_id for record, _, _ in finishes})
@@ -135,13 +138,14 @@ def record_finishing(finishes: Sequence[tuple[TransferRecord, TransferStatus, st
         # An event already there (a step re-run, or the transfer finished elsewhere) is kept as it is.
         WebhookEvent.objects.bulk_create(events, ignore_conflicts=True)
         WebhookDelivery.objects.bulk_create(deliveries, ignore_conflicts=True)
+    return {event.request_id for event in events}
 
 
 def confirm_finished(records: Iterable[TransferRecord]) -> None:
     """After the status change is stored: the events say what was stored, and go out now."""
     records = [record for record in records if record.status.is_terminal]
     if not records:
-        return
+        return  # (no query: most batches have no user with an endpoint)
     ids = {event_id_of(record.request_id): record for record in records}
     unconfirmed = set(
         WebhookEvent.objects.filter(pk__in=ids, confirmed=False).values_list("pk", flat=True)
