@@ -292,7 +292,7 @@ WEBHOOK_RETRY_MAX_SECONDS = float(os.environ.get("WEBHOOK_RETRY_MAX_SECONDS", "3
 WEBHOOK_RETRY_WINDOW_SECONDS = int(os.environ.get("WEBHOOK_RETRY_WINDOW_SECONDS", str(24 * 3600)))
 # Attempts in flight to one endpoint at once: what a slow receiver can hold of the webhooks worker.
 WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT = int(os.environ.get("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", "2"))
-WEBHOOK_DISPATCH_INTERVAL_SECONDS = float(os.environ.get("WEBHOOK_DISPATCH_INTERVAL_SECONDS", "2"))
+WEBHOOK_DISPATCH_INTERVAL_SECONDS = float(os.environ.get("WEBHOOK_DISPATCH_INTERVAL_SECONDS", "5"))
 # An event whose transfer's status change was not confirmed this long after is finished from the store.
 WEBHOOK_CONFIRM_AFTER_SECONDS = float(os.environ.get("WEBHOOK_CONFIRM_AFTER_SECONDS", "30"))
 # The webhooks worker's own queue (Procfile `webhooks`): receivers never hold a settlement worker.
