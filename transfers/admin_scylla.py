@@ -158,8 +158,8 @@ def transfer_records_view(request: HttpRequest) -> HttpResponse:
     elif user_id is not None:
         searched = True
         try:
-            page = store.list_for_user(user_id, asset_id=asset_id, status=status, limit=PAGE_SIZE,
-                                       cursor=form["cursor"] or None)
+            page = store.list_for_user(user_id, asset_id=asset_id, statuses={status} if status else None,
+                                       limit=PAGE_SIZE, cursor=form["cursor"] or None)
         except InvalidCursor:
             error = "That page link is not valid any more; start again."
         else:

@@ -48,6 +48,27 @@ IN_FLIGHT = frozenset({TransferStatus.REQUESTING, TransferStatus.PENDING})
 TERMINAL = frozenset({TransferStatus.SUCCESS, TransferStatus.FAILED})
 
 
+class PublicStatus(enum.StrEnum):
+    """A transfer's status as users see it (the API, webhooks): `requesting` is the outbox's business.
+
+    Stored and not yet published (`requesting`) or published and settling
+    (`pending`), the user's transfer is the same thing: accepted, not finished.
+    """
+
+    PENDING = "pending"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+    @classmethod
+    def of(cls, status: TransferStatus) -> PublicStatus:
+        return cls.PENDING if status in IN_FLIGHT else cls(status.value)
+
+    @property
+    def stored_statuses(self) -> frozenset[TransferStatus]:
+        """The stored statuses shown as this one: what a history filter on it must match."""
+        return IN_FLIGHT if self is PublicStatus.PENDING else frozenset({TransferStatus(self.value)})
+
+
 @dataclasses.dataclass(frozen=True)
 class TransferRecord:
     request_id: int

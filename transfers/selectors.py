@@ -7,7 +7,7 @@ import time
 
 from settlement.ledger import get_funding_ledger
 from settlement.ledger.ids import user_funding_account_id
-from transfers.domain import TransferRecord, TransferStatus
+from transfers.domain import PublicStatus, TransferRecord
 from transfers.errors import TransferRejected
 from transfers.models import Asset
 from transfers.store import InvalidCursor, TransferPage, get_transfer_store
@@ -28,6 +28,7 @@ def get_transfer_of_user(user_id: int, request_id: int) -> TransferRecord:
 def list_transfers_of_user(
     user_id: int, *, asset_code: str | None, status: str | None, limit: int, cursor: str | None
 ) -> TransferPage:
+    """The user's transfers, newest first; `status` is a public one (pending, success, failed)."""
     asset_id = None
     if asset_code is not None:
         asset = Asset.objects.filter(code=asset_code).first()
@@ -35,14 +36,16 @@ def list_transfers_of_user(
             raise TransferRejected("unknown_asset", f"unknown asset {asset_code!r}")
         asset_id = asset.id
     try:
-        status_filter = TransferStatus(status) if status is not None else None
+        # The statuses users see (PublicStatus): `pending` also finds the stored, not yet published ones.
+        statuses = PublicStatus(status).stored_statuses if status is not None else None
     except ValueError:
-        raise TransferRejected("invalid_status", "status must be requesting, pending, success or failed") from None
+        allowed = ", ".join(s.value for s in PublicStatus)
+        raise TransferRejected("invalid_status", f"status must be one of {allowed}") from None
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise TransferRejected("invalid_limit", f"limit must be between 1 and {MAX_PAGE_SIZE}")
     try:
         return get_transfer_store().list_for_user(
-            user_id, asset_id=asset_id, status=status_filter, limit=limit, cursor=cursor
+            user_id, asset_id=asset_id, statuses=statuses, limit=limit, cursor=cursor
         )
     except InvalidCursor:
         raise TransferRejected("invalid_cursor", "cursor is not valid") from None

@@ -593,19 +593,25 @@ def test_list_for_user_filters_by_asset_and_status(transfer_store, make, user_id
 
     assert listed(asset_id=USDT[0]) == newest_first(usdt_pending, usdt_success)
     assert listed(asset_id=BTC[0]) == newest_first(btc_pending, btc_failed)
-    assert listed(status=PENDING) == newest_first(usdt_pending, btc_pending)
-    assert listed(status=FAILED) == newest_first(btc_failed)
-    assert listed(status=REQUESTING) == newest_first(eth_requesting)
-    assert listed(asset_id=BTC[0], status=PENDING) == newest_first(btc_pending)
-    assert listed(asset_id=ETH[0], status=SUCCESS) == []
+    assert listed(statuses={PENDING}) == newest_first(usdt_pending, btc_pending)
+    assert listed(statuses={FAILED}) == newest_first(btc_failed)
+    assert listed(statuses={REQUESTING}) == newest_first(eth_requesting)
+    assert listed(asset_id=BTC[0], statuses={PENDING}) == newest_first(btc_pending)
+    assert listed(asset_id=ETH[0], statuses={SUCCESS}) == []
+    # Several statuses at once (the API's `pending` is requesting or pending), and the edge sets.
+    assert listed(statuses={REQUESTING, PENDING}) == newest_first(usdt_pending, btc_pending, eth_requesting)
+    assert listed(statuses=[SUCCESS, FAILED]) == newest_first(usdt_success, btc_failed)
+    assert listed(asset_id=BTC[0], statuses={REQUESTING, PENDING}) == newest_first(btc_pending)
+    assert listed(statuses=set(TransferStatus)) == listed()
+    assert listed(statuses=set()) == []
     assert listed() == newest_first(usdt_pending, usdt_success, btc_pending, btc_failed, eth_requesting)
 
 
 def test_list_for_user_sees_status_changes(transfer_store, make, user_id):
     record = make(user_id, status=PENDING)
     assert transfer_store.compare_and_set_status(record.request_id, {PENDING}, SUCCESS)
-    assert transfer_store.list_for_user(user_id, status=PENDING).items == []
-    (listed,) = transfer_store.list_for_user(user_id, status=SUCCESS).items
+    assert transfer_store.list_for_user(user_id, statuses={PENDING}).items == []
+    (listed,) = transfer_store.list_for_user(user_id, statuses={SUCCESS}).items
     assert listed.request_id == record.request_id
     assert listed.status is SUCCESS
 
@@ -629,8 +635,24 @@ def test_pagination_with_filters(transfer_store, make, user_id):
         record = make(user_id, asset=asset, status=status)
         if asset == BTC and status is PENDING:
             wanted.append(record)
-    items, _ = collect_all(transfer_store, user_id, asset_id=BTC[0], status=PENDING, limit=2)
+    items, _ = collect_all(transfer_store, user_id, asset_id=BTC[0], statuses={PENDING}, limit=2)
     assert [r.request_id for r in items] == sorted((r.request_id for r in wanted), reverse=True)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 50])
+def test_pagination_over_several_statuses_is_newest_first_without_gaps(transfer_store, make, user_id, limit):
+    # Interleaved statuses, so a page's rows come from each status in turn (the ScyllaDB store
+    # merges one query per status: every page must still be the newest of the union).
+    cycle = [REQUESTING, PENDING, PENDING, SUCCESS, REQUESTING, FAILED, PENDING]
+    records = [make(user_id, status=status) for status in cycle * 2]
+    wanted = sorted((r.request_id for r in records if r.status in (REQUESTING, PENDING)), reverse=True)
+    items, pages = collect_all(transfer_store, user_id, statuses={REQUESTING, PENDING}, limit=limit)
+    assert [r.request_id for r in items] == wanted
+    assert pages == -(-len(wanted) // limit)  # no empty trailing page
+    items, _ = collect_all(transfer_store, user_id, statuses={SUCCESS, FAILED, REQUESTING}, limit=limit)
+    assert [r.request_id for r in items] == sorted(
+        (r.request_id for r in records if r.status in (SUCCESS, FAILED, REQUESTING)), reverse=True
+    )
 
 
 def test_records_created_while_paging_do_not_cause_duplicates_or_gaps(transfer_store, make, user_id):

@@ -565,7 +565,7 @@ def test_cas_moves_the_record_its_history_and_its_in_flight_row(store, fake, ids
     assert store.compare_and_set_status(record.request_id, IN_FLIGHT, FAILED, "insufficient balance", now_ms=3_000)
     failed = dataclasses.replace(record, status=FAILED, error_message="insufficient balance", updated_at_ms=3_000)
     assert store.get(record.request_id) == failed
-    assert store.list_for_user(record.user_id, status=FAILED).items == [failed]
+    assert store.list_for_user(record.user_id, statuses={FAILED}).items == [failed]
     assert fake.in_flight_rows() == []
     assert fake.transfer[record.request_id]["row_version"] == 3
 
@@ -737,15 +737,34 @@ def test_list_for_user_filters_and_asks_one_row_more_than_the_page(store, fake, 
     for record in (usdt_pending, btc_pending, btc_failed, theirs):
         store.create(record)
     fake.calls.clear()
-    page = store.list_for_user(1001, asset_id=2, status=PENDING, limit=10)
+    page = store.list_for_user(1001, asset_id=2, statuses={PENDING}, limit=10)
     assert page.items == [btc_pending]
     ((name, params),) = fake.calls
     assert name == "list_for_user:as"
     assert params == {"user_id": 1001, "asset_id": 2, "status": "pending", "page_size": 11}
     assert "ALLOW FILTERING" in STATEMENTS[name][0]
     assert "ALLOW FILTERING" not in STATEMENTS["list_for_user:c"][0]
-    assert store.list_for_user(1001, status=FAILED).items == [btc_failed]
+    assert store.list_for_user(1001, statuses={FAILED}).items == [btc_failed]
     assert store.list_for_user(1001, asset_id=1).items == [usdt_pending]
+
+
+def test_list_for_user_over_several_statuses_asks_each_and_merges_newest_first(store, fake, ids):
+    records = [make_record(ids.next_id(), status=status) for status in (REQUESTING, PENDING, FAILED, PENDING)]
+    for record in records:
+        store.create(record)
+    fake.calls.clear()
+    page = store.list_for_user(1001, statuses={PENDING, REQUESTING}, limit=2)
+    assert page.items == [records[3], records[1]]
+    assert page.next_cursor == str(records[1].request_id)
+    # No `status IN`: one query per status, each for one row more than the page.
+    assert sorted((name, params["status"], params["page_size"]) for name, params in fake.calls) == [
+        ("list_for_user:s", "pending", 3), ("list_for_user:s", "requesting", 3)]
+    assert store.list_for_user(1001, statuses={PENDING, REQUESTING}, limit=2, cursor=page.next_cursor).items == [
+        records[0]]
+    fake.calls.clear()
+    assert store.list_for_user(1001, statuses=set(TransferStatus)).items == records[::-1]
+    assert fake.names() == ["list_for_user:"]  # every status: no filter at all
+    assert store.list_for_user(1001, statuses=set()).items == []
 
 
 def test_list_for_user_with_no_room_returns_nothing(store, fake):

@@ -138,11 +138,15 @@ class TransferStore(abc.ABC):
         user_id: int,
         *,
         asset_id: int | None = None,
-        status: TransferStatus | None = None,
+        statuses: Collection[TransferStatus] | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> TransferPage:
-        """The user's transfers, newest first, a page at a time."""
+        """The user's transfers, newest first, a page at a time.
+
+        `statuses`: only transfers in one of these (None: any; empty: none), e.g.
+        {requesting, pending} for what the API calls `pending`.
+        """
 
     @abc.abstractmethod
     def list_not_moved_since(

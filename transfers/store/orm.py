@@ -133,15 +133,15 @@ class OrmTransferStore(TransferStore):
         user_id: int,
         *,
         asset_id: int | None = None,
-        status: TransferStatus | None = None,
+        statuses: Collection[TransferStatus] | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> TransferPage:
         rows = _rows().filter(user_id=user_id)
         if asset_id is not None:
             rows = rows.filter(asset_id=asset_id)
-        if status is not None:
-            rows = rows.filter(status=status.value)
+        if statuses is not None:
+            rows = rows.filter(status__in=sorted({TransferStatus(status).value for status in statuses}))
         if cursor is not None:
             rows = rows.filter(request_id__lt=_decode_cursor(cursor))
         page = list(rows.order_by("-request_id")[: limit + 1])

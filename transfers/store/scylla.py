@@ -736,24 +736,33 @@ class ScyllaTransferStore(TransferStore):
         user_id: int,
         *,
         asset_id: int | None = None,
-        status: TransferStatus | None = None,
+        statuses: Collection[TransferStatus] | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> TransferPage:
         before = decode_cursor(cursor) if cursor is not None else None
-        if limit <= 0:
+        wanted = None if statuses is None else sorted({TransferStatus(status).value for status in statuses})
+        if wanted is not None and len(wanted) == len(TransferStatus):
+            wanted = None  # every status: no filter
+        if limit <= 0 or wanted == []:
             return TransferPage(items=[], next_cursor=None)
         params: dict[str, Any] = {"user_id": user_id, "page_size": limit + 1}
         if before is not None:
             params["before"] = before
         if asset_id is not None:
             params["asset_id"] = asset_id
-        if status is not None:
-            params["status"] = TransferStatus(status).value
-        name = _list_for_user_name(before is not None, asset_id is not None, status is not None)
-        rows = list(self._execute(name, params))
-        items = [record_from_row(row) for row in rows[:limit]]
-        has_more = len(rows) > limit
+        name = _list_for_user_name(before is not None, asset_id is not None, wanted is not None)
+        if wanted is None:
+            found = [record_from_row(row) for row in self._execute(name, params)]
+        else:
+            # One query per status, at once, merged newest first: `status IN (...)` on a regular column
+            # is refused by Cassandra before 5.0. Each brings at most limit + 1 rows, so the newest
+            # limit + 1 of the union are among them.
+            futures = [self._execute_async(name, {**params, "status": status}) for status in wanted]
+            found = [record_from_row(row) for future in futures for row in future.result()]
+            found.sort(key=lambda record: record.request_id, reverse=True)
+        items = found[:limit]
+        has_more = len(found) > limit
         return TransferPage(items=items, next_cursor=encode_cursor(items[-1].request_id) if has_more else None)
 
     def list_not_moved_since(
