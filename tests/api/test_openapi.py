@@ -108,6 +108,10 @@ def test_transfer_representation(openapi):
     assert transfer["properties"]["amount"]["type"] == "string"
     created = openapi["paths"]["/api/v1/user/internal_transfer"]["post"]["responses"]["202"]
     assert created["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Transfer"}
+    assert "`pending`" in created["description"] and "requesting" not in created["description"]
+    status_ref = transfer["properties"]["status"].get("$ref") or transfer["properties"]["status"]["allOf"][0]["$ref"]
+    status_name = status_ref.rsplit("/", 1)[-1]
+    assert openapi["components"]["schemas"][status_name]["enum"] == ["pending", "success", "failed"]
     assert created["headers"]["Idempotent-Replayed"]["schema"] == {"type": "string", "enum": ["true"]}
 
 
@@ -118,7 +122,7 @@ def test_list_query_parameters(openapi):
     assert set(parameters) == {"asset", "status", "limit", "cursor"}
     assert all(p["in"] == "query" and not p.get("required") for p in parameters.values())
     assert parameters["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}
-    assert parameters["status"]["schema"]["enum"] == ["requesting", "pending", "success", "failed"]
+    assert parameters["status"]["schema"]["enum"] == ["pending", "success", "failed"]  # never `requesting`
 
 
 def test_swagger_ui_is_public_and_has_no_cdn(anonymous_client):

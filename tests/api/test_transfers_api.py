@@ -97,7 +97,7 @@ def test_create_funding_to_spot(api_client, user_id, bus, relay):
         "from_account": {"account_type": "funding", "asset": "USDT"},
         "to_account": {"account_type": "spot", "asset": "USDT"},
         "amount": "12.5",
-        "status": "requesting",
+        "status": "pending",  # stored `requesting`: the API speaks only pending, success, failed
         "error_message": None,
         "created_at": data["created_at"],
         "updated_at": data["updated_at"],
@@ -140,7 +140,7 @@ def test_create_spot_to_funding(api_client, user_id, relay):
     assert data["from_account"] == {"account_type": "spot", "asset": "BTC"}
     assert data["to_account"] == {"account_type": "funding", "asset": "BTC"}
     assert data["amount"] == "0.00000001"
-    assert data["status"] == "requesting"
+    assert data["status"] == "pending"
     assert relay() == [
         Outgoing(
             topic=topics.BALANCE_OPERATIONS,
@@ -181,7 +181,7 @@ def test_the_api_accepts_without_funds_the_saga_decides(api_client, user_id, rel
     # The user never deposited: the API accepts; settlement fails it later.
     response = post(api_client, body(amount="999"))
     assert response.status_code == 202
-    assert response.json()["status"] == "requesting"
+    assert response.json()["status"] == "pending"
     assert len(relay()) == 1
 
 
@@ -203,7 +203,7 @@ def test_while_the_bus_is_down_the_api_accepts_and_the_transfer_waits_requesting
     response = post(api_client, body())
     assert response.status_code == 202
     data = response.json()
-    assert data["status"] == "requesting"
+    assert data["status"] == "pending"
     with pytest.raises(BusUnavailable):
         relay()
     stored = get_transfer_store().get(int(data["request_id"]))
@@ -409,11 +409,30 @@ def test_list_filters_by_asset_and_status(api_client, relay):
     assert [item["request_id"] for item in items] == sorted([btc_pending, btc_failed], key=int, reverse=True)
 
 
+def test_not_yet_published_transfers_are_pending_on_the_api(api_client, relay):
+    finished = post(api_client, body()).json()["request_id"]
+    published = [post(api_client, body()).json()["request_id"] for _ in range(2)]
+    relay()  # stored `pending` now
+    get_transfer_store().compare_and_set_status(int(finished), {TransferStatus.PENDING}, TransferStatus.SUCCESS)
+    waiting = [post(api_client, body()).json()["request_id"] for _ in range(3)]  # not relayed: `requesting`
+    assert {get_transfer_store().get(int(r)).status for r in waiting} == {TransferStatus.REQUESTING}
+
+    items, pages = walk(api_client, status="pending", limit=2)
+    assert [item["request_id"] for item in items] == sorted(published + waiting, key=int, reverse=True)
+    assert {item["status"] for item in items} == {"pending"}
+    assert pages == 3
+    assert [item["request_id"] for item in walk(api_client, status="success")[0]] == [finished]
+    assert {item["status"] for item in walk(api_client)[0]} == {"pending", "success"}
+    assert api_client.get(detail_url(waiting[0])).json()["status"] == "pending"
+
+
 @pytest.mark.parametrize(
     ("query", "code"),
     [
         ({"asset": "XYZ"}, "unknown_asset"),
         ({"status": "bogus"}, "invalid_status"),
+        ({"status": "requesting"}, "invalid_status"),  # stored only, never shown
+        ({"status": "PENDING"}, "invalid_status"),
         ({"limit": "0"}, "invalid_request"),
         ({"limit": "101"}, "invalid_request"),
         ({"limit": "abc"}, "invalid_request"),

@@ -215,10 +215,12 @@ def test_relay_dies_after_publishing_before_marking_pending(stack, users):
         _crashing.add("relay")
         stack.start_process("relay", {"CRASH_AT": faults.RELAY_AFTER_PUBLISH})
         wait_crashed(stack, "relay", faults.RELAY_AFTER_PUBLISH, since)
-        assert [status_of(user, request_id) for request_id in (inbound_id, outbound_id)] == ["requesting"] * 2
+        # Stored `requesting` (the API shows `pending`), then marked `pending` by the restarted relay.
+        assert [status_of(user, request_id) for request_id in (inbound_id, outbound_id)] == ["pending"] * 2
+        assert [t["status"] for t in state_of(stack, inbound_id, outbound_id).values()] == ["requesting"] * 2
         restart_without_crash_point(stack, "relay")  # publishes both again, then marks them `pending`
-        wait_until(lambda: {status_of(user, inbound_id), status_of(user, outbound_id)} == {"pending"}, 30,
-                   "the restarted relay to mark both pending")
+        wait_until(lambda: {t["status"] for t in state_of(stack, inbound_id, outbound_id).values()} == {"pending"},
+                   30, "the restarted relay to mark both pending")
     finally:
         for pid in pipeline:
             os.killpg(pid, signal.SIGCONT)

@@ -14,7 +14,7 @@ from rest_framework import serializers
 
 from transfers.api.authentication import HEADER
 from transfers.api.serializers import AMOUNT_SCHEMA, CLIENT_TRANSFER_ID_SCHEMA, AccountRefSerializer
-from transfers.domain import TransferStatus
+from transfers.domain import PublicStatus
 
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 ID_PATTERN = r"^[0-9]{1,19}$"
@@ -43,7 +43,10 @@ class TransferSerializer(serializers.Serializer):
     from_account = AccountRefSerializer()
     to_account = AccountRefSerializer()
     amount = serializers.RegexField(AMOUNT_SCHEMA["pattern"], help_text="Decimal string in whole units.")
-    status = serializers.ChoiceField(choices=[s.value for s in TransferStatus])
+    status = serializers.ChoiceField(
+        choices=[s.value for s in PublicStatus],
+        help_text="`pending` until it is settled, then `success` or `failed` (final).",
+    )
     error_message = serializers.CharField(allow_null=True, help_text="Why a `failed` transfer failed; else null.")
     created_at = serializers.IntegerField(min_value=0, max_value=2**63 - 1, help_text="Milliseconds since the epoch.")
     updated_at = serializers.IntegerField(min_value=0, max_value=2**63 - 1, help_text="Milliseconds since the epoch.")

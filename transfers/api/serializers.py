@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from transfers.amounts import format_amount
-from transfers.domain import AccountType, TransferRecord, TransferStatus
+from transfers.domain import AccountType, PublicStatus, TransferRecord
 from transfers.selectors import AssetBalance
 
 # The contract as OpenAPI says it (/api/schema/); the service enforces each rule.
@@ -119,7 +119,7 @@ class CreateTransferSerializer(StrictSerializer):
     client_transfer_id = ClientTransferIdField(required=False, allow_null=True)
 
 
-@extend_schema_field({"type": "string", "enum": [s.value for s in TransferStatus]})
+@extend_schema_field({"type": "string", "enum": [s.value for s in PublicStatus]})
 class TransferStatusField(StrictCharField):
     pass  # checked by the selector: invalid_status
 
@@ -135,7 +135,9 @@ class DigitsIntegerField(serializers.IntegerField):
 
 class TransferListQuerySerializer(StrictSerializer):
     asset = StrictCharField(max_length=16, required=False, help_text="Only transfers of this asset.")
-    status = TransferStatusField(required=False, help_text="Only transfers in this status.")
+    status = TransferStatusField(
+        required=False, help_text="Only transfers in this status; `pending` is every one not finished yet."
+    )
     limit = DigitsIntegerField(required=False, default=50, min_value=1, max_value=100, help_text="Page size.")
     cursor = StrictCharField(
         max_length=32, required=False, help_text="`next_cursor` of the previous page; omit for the newest."
@@ -143,13 +145,14 @@ class TransferListQuerySerializer(StrictSerializer):
 
 
 def transfer_representation(record: TransferRecord, decimals: int) -> dict:
+    """A transfer as users see it (the API's answers, webhook events): statuses are PublicStatus."""
     return {
         "request_id": str(record.request_id),
         "client_transfer_id": record.client_transfer_id,
         "from_account": {"account_type": record.from_account.value, "asset": record.asset_code},
         "to_account": {"account_type": record.to_account.value, "asset": record.asset_code},
         "amount": format_amount(record.amount, decimals),
-        "status": record.status.value,
+        "status": PublicStatus.of(record.status).value,
         "error_message": record.error_message,
         "created_at": record.created_at_ms,
         "updated_at": record.updated_at_ms,

@@ -58,8 +58,8 @@ class InternalTransferCreateView(UserApiView):
         responses={
             202: OpenApiResponse(
                 schema.TransferSerializer,
-                description="Accepted and stored (`requesting`); the outbox relay publishes it and marks it "
-                "`pending` tens of milliseconds later. Poll the transfer for `success` or `failed`.",
+                description="Accepted and stored: `pending` (settled within moments, without this request "
+                "waiting for it). Poll the transfer for `success` or `failed`.",
             ),
             **schema.CREATE_ERRORS,
         },
