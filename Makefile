@@ -57,7 +57,8 @@ bench-smoke: $(BIN)/.installed
 	$(BIN)/python -m bench --smoke --out var/bench-smoke
 
 # The chaos run (docs/testing.md "Chaos run"): its own stack, transfers under load while web, relay, worker,
-# bridge and UBSCore are SIGKILLed and restarted; then every invariant. Size: CHAOS_TRANSFERS,
+# the webhooks worker, bridge and UBSCore are SIGKILLed and restarted; then every invariant, and every
+# finished transfer's webhook event delivered. Size: CHAOS_TRANSFERS,
 # CHAOS_SECONDS, CHAOS_USERS, ... (tests/chaos/run_chaos.py). Exits non-zero on a violation.
 chaos: $(BIN)/.installed
 	$(BIN)/python tests/chaos/run_chaos.py

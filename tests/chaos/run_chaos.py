@@ -7,7 +7,9 @@
 1. Starts the whole stack on loopback (tests/e2e/stack.py: broker, web,
    bridge, Celery worker and beat, UBSCore) in a private folder.
 2. Creates CHAOS_USERS users with API keys and deposits (funding and spot,
-   several assets).
+   several assets), and registers for each a webhook endpoint: a receiver of
+   its own (tests/webhooks/receiver.py, on loopback), the first user's
+   answering 500 to its first WEBHOOK_FAIL_FIRST requests.
 3. Sends CHAOS_TRANSFERS transfers of random amounts in both directions over
    HTTP from CHAOS_CLIENTS threads, spread over CHAOS_SECONDS: some for more
    than the user holds, some repeated with the same client_transfer_id (one
@@ -16,9 +18,9 @@
    server was killed) is retried with the same body and client id, as a
    client would.
 4. Meanwhile SIGKILLs and restarts web, the outbox relay, Celery worker,
-   bridge and UBSCore at random, over and over (web/relay/worker on one
-   schedule, the two Kafka consumers on another: a killed consumer's
-   partitions return only after ~18 s).
+   the webhooks worker, bridge and UBSCore at random, over and over
+   (web/relay/worker/webhooks on one schedule, the two Kafka consumers on
+   another: a killed consumer's partitions return only after ~18 s).
 5. Waits for quiescence (no transfer in flight, Kafka consumer lag 0, Celery
    idle), then checks (tests/e2e/audit.py) and prints a summary:
    every transfer `success` or `failed`; per asset funding + spot + in flight
@@ -30,6 +32,14 @@
    told agrees with what is stored.
 6. Re-publishes every message of every topic from offset 0, waits for
    quiescence again, and checks that nothing changed.
+7. Waits until every finished transfer's event (evt_<request_id>) has been
+   delivered (answered 2xx) to its user's receiver, at most
+   CHAOS_WEBHOOK_SECONDS counted from the end of step 5's quiescence; then
+   checks every POST each receiver got: signed under that user's secret,
+   about a finished transfer of that user, its type for the final status,
+   `data` equal to the stored transfer as GET shows it. Duplicates are
+   allowed (at-least-once) and counted; a missing event fails the run, with
+   its stored event, deliveries and attempts printed.
 
 With CHAOS_SERVER_FAULTS=1 (on the servers of `make services`: a real Kafka
 broker and TRANSFER_STORE=scylla on the Cassandra node) the servers fail too:
@@ -44,7 +54,8 @@ Settings (environment, or the matching --option): CHAOS_TRANSFERS (3000),
 CHAOS_SECONDS (120), CHAOS_USERS (40), CHAOS_CLIENTS (16), CHAOS_KILL_INTERVAL
 (4, mean seconds between kills on each schedule), CHAOS_SEED (random),
 CHAOS_QUIESCE_SECONDS (600), CHAOS_KEEP (1: keep the stack's folder; it is
-kept anyway when a check fails), CHAOS_SERVER_FAULTS (0).
+kept anyway when a check fails), CHAOS_SERVER_FAULTS (0),
+CHAOS_WEBHOOK_SECONDS (120).
 """
 
 from __future__ import annotations
@@ -74,16 +85,21 @@ if str(ROOT) not in sys.path:  # run as a program: python tests/chaos/run_chaos.
 from tests.e2e.audit import count_in_flight, run_audit  # noqa: E402
 from tests.e2e.seed import run_seed  # noqa: E402
 from tests.e2e.stack import Stack  # noqa: E402
+from tests.webhooks.receiver import Receiver  # noqa: E402
 from transfer_site import topics  # noqa: E402
+from webhooks import signing  # noqa: E402
 
 ASSETS = {"USDT": 6, "BTC": 8, "ETH": 8}  # code -> decimals (transfers/migrations/0002_seed_assets.py)
 DEPOSIT_RANGE = {"USDT": (500, 5000), "BTC": (0.2, 3), "ETH": (1, 30)}  # whole units, per side
-FAST_KILL = ("web", "relay", "worker")
+FAST_KILL = ("web", "relay", "worker", "webhooks")
 SLOW_KILL = ("bridge", "ubscore")  # Kafka consumers: ~18 s until their partitions come back
 # CHAOS_SERVER_FAULTS: each server SIGKILLed once, at this fraction of the load period.
 SERVER_KILLS = (("kafka", 1 / 3), ("cassandra", 2 / 3))
 REPLAYED_TOPICS = (topics.TRANSFER_REQUESTS, topics.BALANCE_OPERATIONS, topics.BALANCE_EVENTS)
 HTTP_TIMEOUT_SECONDS = 30
+# The first user's webhook receiver answers 500 to this many requests before it takes any: retried under chaos.
+WEBHOOK_FAIL_FIRST = 8
+EVENT_TYPES = {"success": "transfer.succeeded", "failed": "transfer.failed"}
 STACK_ENV = {
     "STUCK_TRANSFER_SECONDS": "5",
     "REDRIVE_INTERVAL_SECONDS": "2",
@@ -104,6 +120,7 @@ class Config:
     quiesce_seconds: float
     keep: bool
     server_faults: bool
+    webhook_seconds: float
 
     @classmethod
     def from_args(cls) -> Config:
@@ -119,6 +136,7 @@ class Config:
         parser.add_argument("--keep", action="store_true", default=env("CHAOS_KEEP", "") not in ("", "0"))
         parser.add_argument("--server-faults", action="store_true",
                             default=env("CHAOS_SERVER_FAULTS", "") not in ("", "0"))
+        parser.add_argument("--webhook-seconds", type=float, default=float(env("CHAOS_WEBHOOK_SECONDS", "120")))
         args = parser.parse_args()
         if args.server_faults and not (env("KAFKA_BOOTSTRAP_SERVERS") and env("TRANSFER_STORE") == "scylla"):
             parser.error("CHAOS_SERVER_FAULTS needs the servers of `make services`: "
@@ -128,7 +146,7 @@ class Config:
         if not 1 <= args.seconds <= 3600:
             parser.error("CHAOS_SECONDS 1..3600")
         return cls(args.transfers, args.seconds, args.users, args.clients, args.kill_interval, args.seed,
-                   args.quiesce_seconds, args.keep, args.server_faults)
+                   args.quiesce_seconds, args.keep, args.server_faults, args.webhook_seconds)
 
 
 # --- The plan: what the clients will send ------------------------------------------
@@ -561,6 +579,145 @@ def replay_all_topics(stack: Stack) -> dict[str, int]:
     return counts
 
 
+# --- Webhooks: a receiver per user, every finished transfer's event delivered ------------------
+
+
+class Webhooks:
+    """A Receiver (a real HTTP server on loopback) per user, registered as the user's webhook endpoint.
+
+    The first user's receiver answers 500 to its first WEBHOOK_FAIL_FIRST
+    requests. What each receiver got is checked against the stored transfers.
+    """
+
+    def __init__(self, stack: Stack, keys: dict[int, str]) -> None:
+        self.stack = stack
+        self.receivers: dict[int, Receiver] = {}
+        self.secrets: dict[int, str] = {}
+        self.since = time.time()  # signatures must carry a timestamp of this run
+        for n, user_id in enumerate(sorted(keys)):
+            receiver = self.receivers[user_id] = Receiver(fail_first=WEBHOOK_FAIL_FIRST if n == 0 else 0)
+            status, body = stack.http("POST", "/api/v1/user/webhooks", keys[user_id], {"url": receiver.url})
+            if status != 201:
+                raise AssertionError(f"registering user {user_id}'s webhook endpoint answered {status}: {body}")
+            self.secrets[user_id] = body["secret"]
+
+    @staticmethod
+    def expected(transfers: dict[str, dict]) -> dict[str, dict]:
+        """Event id -> the terminal transfer it is about."""
+        return {f"evt_{rid}": t for rid, t in transfers.items() if t["status"] in EVENT_TYPES}
+
+    def missing(self, transfers: dict[str, dict]) -> list[str]:
+        """Ids of the events of terminal transfers that their user's receiver has not taken (answered 2xx)."""
+        delivered = {user_id: receiver.delivered_ids() for user_id, receiver in self.receivers.items()}
+        return [event_id for event_id, t in self.expected(transfers).items()
+                if event_id not in delivered.get(t["user_id"], ())]
+
+    def wait_delivered(self, transfers: dict[str, dict], timeout: float) -> tuple[list[str], float]:
+        """Until every terminal transfer's event is delivered, or timeout; (still missing, seconds waited)."""
+        start = time.monotonic()
+        last_report = start
+        while (missing := self.missing(transfers)) and time.monotonic() - start < timeout:
+            if time.monotonic() - last_report > 10:
+                print(f"  [webhooks] {time.monotonic() - start:5.0f}s  {len(missing)} events not delivered yet",
+                      flush=True)
+                last_report = time.monotonic()
+            time.sleep(0.5)
+        return missing, time.monotonic() - start
+
+    def check(self, transfers: dict[str, dict], missing: list[str], waited: float,
+              not_yet_delivered: int) -> tuple[list[str], dict]:
+        """Violations in what every receiver got (every POST, delivered or not), and the counts."""
+        problems: dict[str, None] = {}  # in order, each once (an event sent again repeats its problems)
+        expected = self.expected(transfers)
+        counts: collections.Counter = collections.Counter({
+            "events expected (terminal transfers)": len(expected),
+            "  not yet delivered at the first audit": not_yet_delivered,
+        })
+        for user_id, receiver in sorted(self.receivers.items()):
+            received, answered_ok = list(receiver.received), list(receiver.answered_ok)
+            taken = collections.Counter(_event_id(body) for body in answered_ok)
+            counts["events delivered (2xx), distinct"] += len(taken)
+            counts["  delivered more than once (at-least-once)"] += sum(1 for n in taken.values() if n > 1)
+            counts["  extra 2xx deliveries of those"] += sum(n - 1 for n in taken.values())
+            counts["POSTs received (every attempt)"] += len(received)
+            counts["  not answered 2xx (the failing receiver)"] += len(received) - len(answered_ok)
+            for headers, body in received:
+                for problem in self._problems(user_id, headers, body, transfers):
+                    problems[f"webhook to user {user_id}'s receiver: {problem}"] = None
+        for event_id in missing:
+            t = expected[event_id]
+            problems[f"webhook event {event_id} (transfer {t['status']}, user {t['user_id']}) not delivered "
+                     f"to its user's receiver within {waited:.0f}s of every transfer being terminal"] = None
+        counts["not delivered in time"] = len(missing)
+        return list(problems), dict(counts)
+
+    def _problems(self, user_id: int, headers: dict, body: bytes, transfers: dict[str, dict]) -> list[str]:
+        timestamp = headers.get(signing.TIMESTAMP_HEADER, "")
+        signature = headers.get(signing.SIGNATURE_HEADER, "")
+        try:
+            document = json.loads(body)
+            event_id = document["id"]
+        except (ValueError, TypeError, KeyError):
+            return [f"a body that is not an event: {body[:200]!r}"]
+        name = f"event {event_id}"
+        problems = []
+        # The signature under this user's secret; the timestamp must be of this run (checked at the end, not
+        # on arrival, so the tolerance is the run's span rather than verify's 300 s from now).
+        if not (timestamp.isascii() and timestamp.isdigit()
+                and self.since - 5 <= int(timestamp) <= time.time() + 5
+                and signing.verify(self.secrets[user_id], timestamp, signature, body, now=int(timestamp))):
+            problems.append(f"{name}: signature {signature!r} at {timestamp!r} is not valid under the user's secret")
+        request_id = event_id[4:] if isinstance(event_id, str) and event_id.startswith("evt_") else None
+        transfer = transfers.get(request_id) if request_id else None
+        if transfer is None:
+            return [*problems, f"{name}: no transfer {request_id} in the store"]
+        if transfer["user_id"] != user_id:
+            problems.append(f"{name}: a transfer of user {transfer['user_id']}, not this user's")
+        if transfer["status"] not in EVENT_TYPES:
+            return [*problems, f"{name}: transfer is {transfer['status']}, not finished"]
+        if document.get("type") != EVENT_TYPES[transfer["status"]]:
+            problems.append(f"{name}: type {document.get('type')!r}, transfer is {transfer['status']}")
+        data = document.get("data")
+        if data != transfer["public"]:
+            data = data if isinstance(data, dict) else {}
+            differing = sorted(k for k in set(transfer["public"]) | set(data)
+                               if data.get(k) != transfer["public"].get(k))
+            problems.append(f"{name}: data differs from the stored transfer in {differing}: "
+                            f"{ {k: data.get(k) for k in differing} } != "
+                            f"{ {k: transfer['public'].get(k) for k in differing} }")
+        if document.get("created_at") != transfer["public"]["updated_at"]:
+            problems.append(f"{name}: created_at {document.get('created_at')} != the transfer's updated_at "
+                            f"{transfer['public']['updated_at']}")
+        return problems
+
+    def describe(self, event_ids: list[str]) -> str:
+        """The stored event, deliveries and attempts of some events (what support would look at)."""
+        code = (
+            "from webhooks.models import WebhookEvent, WebhookDelivery, WebhookAttempt\n"
+            f"for event_id in {event_ids!r}:\n"
+            "    event = WebhookEvent.objects.filter(pk=event_id)\n"
+            "    print(event_id, 'event', event.values('type', 'confirmed', 'recorded_at_ms').first())\n"
+            "    for d in WebhookDelivery.objects.filter(event_id=event_id).values():\n"
+            "        print('   delivery', d)\n"
+            "        for a in WebhookAttempt.objects.filter(delivery_id=d['id']).order_by('at_ms').values(\n"
+            "                'at_ms', 'outcome', 'status_code', 'error'):\n"
+            "            print('     attempt', a)\n"
+        )
+        result = self.stack.manage("shell", "-c", code, check=False)
+        return (result.stdout + result.stderr)[-20_000:]
+
+    def close(self) -> None:
+        for receiver in self.receivers.values():
+            with contextlib.suppress(Exception):
+                receiver.close()
+
+
+def _event_id(body: bytes) -> object:
+    with contextlib.suppress(ValueError, AttributeError):
+        return json.loads(body).get("id")
+    return None
+
+
 # --- Checks and the summary ---------------------------------------------------------------
 
 
@@ -622,6 +779,7 @@ def main() -> int:
     violations: list[str] = []
     stack = Stack(var_dir, STACK_ENV)
     observer = None
+    webhooks = None
     print(f"chaos run: seed {config.seed}, {config.users} users, {config.transfers} transfers over "
           f"{config.seconds:.0f}s from {config.clients} clients, a kill every ~{config.kill_interval:.0f}s "
           f"on each schedule; stack in {var_dir}", flush=True)
@@ -635,8 +793,10 @@ def main() -> int:
         user_ids = [base + n for n in range(config.users)]
         deposits, planned = plan(config, rng, user_ids)
         seeded = run_seed(stack, user_ids, deposits)
-        phases["users and deposits"] = time.monotonic() - t
-        print(f"  {len(user_ids)} users, {len(deposits)} deposits; sending {len(planned)} requests", flush=True)
+        webhooks = Webhooks(stack, seeded["keys"])
+        phases["users, deposits, webhooks"] = time.monotonic() - t
+        print(f"  {len(user_ids)} users, {len(deposits)} deposits, {len(webhooks.receivers)} webhook endpoints; "
+              f"sending {len(planned)} requests", flush=True)
 
         t = time.monotonic()
         stats: collections.Counter = collections.Counter()
@@ -656,6 +816,9 @@ def main() -> int:
         phases["quiescence"] = waited
         if not quiet:
             violations.append(f"not quiescent after {config.quiesce_seconds:.0f}s")
+        # Every transfer is terminal now: their events have CHAOS_WEBHOOK_SECONDS from here to be delivered
+        # (waited for at the end, so the audit and the replay do not add to it).
+        webhook_deadline = time.monotonic() + config.webhook_seconds
 
         t = time.monotonic()
         report = run_audit(stack, users=user_ids, deposits=seeded["deposits"])
@@ -664,6 +827,7 @@ def main() -> int:
         stuck = [rid for rid, tr in report["transfers"].items() if tr["status"] not in ("success", "failed")]
         violations += [f"transfer {rid} stuck in {report['transfers'][rid]['status']}" for rid in stuck[:50]]
         violations += client_violations(planned, report["transfers"])
+        not_yet_delivered = len(webhooks.missing(report["transfers"]))  # (e.g. the webhooks worker killed late)
 
         t = time.monotonic()
         replayed = replay_all_topics(stack)
@@ -678,11 +842,24 @@ def main() -> int:
         violations += [f"after the replay: {v}" for v in after["violations"]]
         violations += [f"the replay changed {c}" for c in changed]
 
+        t = time.monotonic()
+        missing, _ = webhooks.wait_delivered(after["transfers"], max(0.0, webhook_deadline - time.monotonic()))
+        phases["webhooks delivered"] = time.monotonic() - t
+        webhook_problems, webhook_counts = webhooks.check(
+            after["transfers"], missing, config.webhook_seconds, not_yet_delivered)
+        violations += webhook_problems
+        if missing:
+            print(f"  webhook events not delivered, as stored (the first ones):\n"
+                  f"{webhooks.describe(missing[:10])}", flush=True)
+
         phases["total"] = time.monotonic() - started
-        print_summary(config, phases, killer, stats, planned, report, replayed, changed, stuck, violations)
+        print_summary(config, phases, killer, stats, planned, report, replayed, changed, stuck, violations,
+                      webhook_counts)
     finally:
         if observer is not None:
             observer.close()
+        if webhooks is not None:
+            webhooks.close()
         stack.stop(sig=signal.SIGKILL)
         if violations or config.keep:
             print(f"stack folder kept: {var_dir}")
@@ -704,7 +881,8 @@ def snapshot_differences(before: dict, after: dict) -> list[str]:
     return differences[:50]
 
 
-def print_summary(config, phases, killer, stats, planned, report, replayed, changed, stuck, violations) -> None:
+def print_summary(config, phases, killer, stats, planned, report, replayed, changed, stuck, violations,
+                  webhook_counts) -> None:
     print("\n== chaos run summary ==")
     print(f"seed {config.seed} (CHAOS_SEED={config.seed} repeats the plan; kill timing differs)\n")
     print(table([[name, f"{seconds:.1f}"] for name, seconds in phases.items()], ["phase", "seconds"]))
@@ -753,6 +931,7 @@ def print_summary(config, phases, killer, stats, planned, report, replayed, chan
                      "clean" if report["reconcile"].get(code, {}).get("clean") else "NOT CLEAN"])
     print("\n" + table(rows, ["asset (minor units)", "deposited", "funding", "spot", "in flight",
                               "f+s+if==dep", "spot pool", "pool==ΣUBSCore", "reconcile"]))
+    print("\n" + table([[name, count] for name, count in webhook_counts.items()], ["webhooks", "count"]))
 
     def ok(condition: bool) -> str:
         return "ok  " if condition else "FAIL"
@@ -760,6 +939,7 @@ def print_summary(config, phases, killer, stats, planned, report, replayed, chan
     transfer_problems = [v for v in report["violations"] if v.startswith("transfer ")]
     user_problems = [v for v in report["violations"] if v.startswith("user ")]
     client_problems = [v for v in violations if v.startswith("planned #")]
+    webhook_problems = [v for v in violations if v.startswith("webhook")]
     checks = [
         (not stuck, f"every transfer success or failed ({len(stuck)} stuck)"),
         (all(r["conserved"] for r in report["assets"].values()), "per asset funding + spot + in flight == deposited"),
@@ -770,6 +950,8 @@ def print_summary(config, phases, killer, stats, planned, report, replayed, chan
         (not user_problems, f"every user's balances == deposits ± successful transfers ({len(user_problems)})"),
         (not client_problems, f"every client answer agrees with what is stored ({len(client_problems)})"),
         (not changed, f"replaying every topic from offset 0 ({sum(replayed.values())} messages) changed nothing"),
+        (not webhook_problems, "every finished transfer's event delivered to its user's receiver, signed, with its "
+                               f"type and data; nothing else sent ({len(webhook_problems)} problems)"),
     ]
     print("\nchecks")
     for condition, text in checks:

@@ -9,7 +9,8 @@ ports the service uses and prints one JSON report:
   (reserve / post / void / credit, ids from schema/ledger_ids.md, found with
   `lookup_transfers`) and UBSCore's AppliedOperation for its ref_id, and what
   is wrong with them: a `success` must have moved exactly its amount once on
-  both sides, a `failed` nothing, net;
+  both sides, a `failed` nothing, net; and the transfer as the API shows it
+  (`public`: what its webhook event's `data` must be);
 * per asset: deposited (what came in through the external account),
   funding available, spot (Σ UBSCore), in flight, the spot pool; and the
   invariants funding + spot + in flight == deposited, spot pool == Σ UBSCore
@@ -73,6 +74,7 @@ def audit(users: list[int], request_ids: list[int] | None, deposits: list[dict] 
         transfer_id,
         user_funding_account_id,
     )
+    from transfers.api.serializers import transfer_representation
     from transfers.models import Asset
     from transfers.store import get_transfer_store
     from ubscore.models import AppliedOperation, SpotBalance
@@ -80,6 +82,7 @@ def audit(users: list[int], request_ids: list[int] | None, deposits: list[dict] 
     ledger = get_funding_ledger()
     store = get_transfer_store()
     assets = {asset.id: asset.code for asset in Asset.objects.all()}
+    decimals = dict(Asset.objects.values_list("id", "decimals"))
     # Every user funding account of every asset, from the ledger itself.
     funding_accounts = {a: list(ledger.accounts_with_code(a, AccountKind.USER_FUNDING)) for a in assets}
     account_holders = {acc.user_data_64 for accs in funding_accounts.values() for acc in accs}
@@ -135,6 +138,7 @@ def audit(users: list[int], request_ids: list[int] | None, deposits: list[dict] 
             "user_id": record.user_id, "asset_id": record.asset_id, "direction": record.direction.value,
             "amount": record.amount, "status": record.status.value, "error_message": record.error_message,
             "ledger": ledger_steps, "ubscore": ubscore, "violations": problems,
+            "public": transfer_representation(record, decimals[record.asset_id]),  # as GET answers it
         }
         ubscore_applied = ubscore is not None and ubscore["status"] == "applied"
         if record.direction is Direction.FUNDING_TO_SPOT:
