@@ -177,8 +177,11 @@ def test_a_changelist_has_its_filter_sidebar_beside_the_list(stack, support_lead
 def test_support_redrives_all_stuck_transfers_from_the_operations_overview(stack, user, support_lead,
                                                                            sync_playwright):
     user.deposit("USDT", "10", to="spot")
-    ubscore = stack.processes["ubscore"]
-    os.killpg(ubscore.pid, signal.SIGSTOP)  # UBSCore does not answer: the transfers stay in flight
+    # UBSCore does not answer, so the transfers stay in flight; beat is stopped too, or its own re-drive
+    # would touch them every STUCK_TRANSFER_SECONDS and take them off the stuck list now and then.
+    paused = [stack.processes["ubscore"], stack.processes["beat"]]
+    for process in paused:
+        os.killpg(process.pid, signal.SIGSTOP)
     try:
         request_ids = []
         for amount in ("1", "2"):
@@ -220,7 +223,8 @@ def test_support_redrives_all_stuck_transfers_from_the_operations_overview(stack
             page.goto(f"{stack.base_url}/admin/transfers/store/?request_id={request_ids[0]}")
             timeline = page.locator("#timeline tbody tr").all_inner_texts()
     finally:
-        os.killpg(ubscore.pid, signal.SIGCONT)
+        for process in paused:
+            os.killpg(process.pid, signal.SIGCONT)
 
     by_support = [row for row in timeline if row.split("\t")[1].strip() == "redrive" and "admin:support-lead" in row]
     assert by_support, timeline  # the click re-drove it, in the support lead's name
@@ -246,6 +250,7 @@ def test_support_finds_a_transfers_webhook_delivery_and_redelivers_it(stack, use
         with logged_in_page(sync_playwright, stack) as page:
             open_transfer(page, stack, request_id)
             page.click("a:text-is('Webhook deliveries')")
+            page.wait_for_url("**/admin/webhooks/webhookdelivery/**")
             page.wait_for_selector("#result_list")
             assert_styled_and_scripted(page)
             [row] = page.locator("#result_list tbody tr").all_inner_texts()

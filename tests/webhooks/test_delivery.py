@@ -35,6 +35,12 @@ def new_transfer(user_id: int, status: TransferStatus = TransferStatus.PENDING) 
     return record
 
 
+@pytest.fixture(autouse=True)
+def _orm_store(monkeypatch):
+    """The sweep reads this test's ORM records whichever store the run is configured with."""
+    monkeypatch.setattr(services, "get_transfer_store", lambda: store)
+
+
 @pytest.fixture
 def endpoint(user_id, receiver, allow_private):
     endpoint, _secret = services.register_endpoint(user_id, receiver.url)
