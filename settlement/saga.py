@@ -525,9 +525,11 @@ def _finish_many(
     if not finishes:
         return
     finished_at_ms = _now_ms()
+    finished = [dataclasses.replace(record, status=status, error_message=error, updated_at_ms=finished_at_ms)
+                for record, status, error in finishes]
     # The users' webhook events, written before the change so that a crash after it loses none
     # (webhooks.services); raises before anything changed if the database does not answer.
-    with_events = webhook_events.record_finishing(finishes, finished_at_ms)
+    with_events = webhook_events.record_finishing(finished)
     moved = store.compare_and_set_many(
         [
             StatusChange(record.request_id, _read_status_first(record, IN_FLIGHT), status, error)
@@ -538,8 +540,7 @@ def _finish_many(
     if moved and with_events:
         faults.crash_point(faults.FINISH_BEFORE_WEBHOOK_CONFIRM)  # test hook: the sweep confirms the events
     _confirm_webhook_events(
-        [dataclasses.replace(record, status=status, error_message=error, updated_at_ms=finished_at_ms)
-         for record, status, error in finishes
+        [record for record in finished
          if record.request_id in with_events and moved.get(record.request_id) is not None]
     )
     done: set[int] = set()

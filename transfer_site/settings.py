@@ -277,7 +277,7 @@ if not 0 < API_SIGNATURE_WINDOW_MS <= 60_000:
 # scrape config: monitoring/prometheus/prometheus.yml). Required in production; open without one.
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
-# --- Webhooks (webhooks/; docs/api.md "Webhooks") -----------------------------
+# --- Webhooks (webhooks/; docs/webhooks.md) --------------------------------------
 # Callback URLs to loopback, private, link-local or reserved addresses are refused unless this is on
 # (development and tests only: production settings refuse to start with it).
 WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)

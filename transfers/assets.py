@@ -34,3 +34,21 @@ def asset_by_code(code: object) -> Asset | None:
     asset_id, asset_code, decimals, maximum, enabled = row
     return Asset(id=asset_id, code=asset_code, decimals=decimals, maximum_transfer_minor=maximum,
                  transfers_enabled=bool(enabled))
+
+
+_decimals_cache: dict[int, int] = {}
+
+
+def decimals_of(asset_id: int) -> int:
+    """An asset's decimals, kept per process: they never change once the asset exists (amounts depend on them).
+
+    Read again when an asset is missing (added since), so answers need no query but the first.
+    """
+    decimals = _decimals_cache.get(asset_id)
+    return decimals if decimals is not None else _reload_decimals()[asset_id]
+
+
+def _reload_decimals() -> dict[int, int]:
+    global _decimals_cache
+    _decimals_cache = dict(Asset.objects.values_list("id", "decimals"))  # replaced whole: safe across threads
+    return _decimals_cache

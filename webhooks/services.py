@@ -10,7 +10,6 @@ event, at least once, without settlement ever waiting on a receiver.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import random
@@ -24,9 +23,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from transfers.api.serializers import transfer_representation
+from transfers.assets import decimals_of
 from transfers.domain import TransferRecord, TransferStatus
 from transfers.errors import TransferRejected
-from transfers.models import Asset
 from transfers.store import get_transfer_store
 from webhooks import addresses, sender, signing
 from webhooks.models import (
@@ -104,33 +103,31 @@ def event_id_of(request_id: int) -> str:
     return f"evt_{request_id}"
 
 
-def record_finishing(
-    finishes: Sequence[tuple[TransferRecord, TransferStatus, str | None]], at_ms: int
-) -> set[int]:
+def record_finishing(finished: Sequence[TransferRecord]) -> set[int]:
     """Before transfers move to a terminal status: their events, unconfirmed, for users with endpoints.
 
-    Returns the request ids that have an event to confirm. One query when none
-    of the users has an endpoint. Raises if the database does not answer,
-    before any status changed: the saga's step is retried.
+    `finished`: the records as they will be stored. Returns the request ids
+    that have an event to confirm. One query when none of the users has an
+    endpoint. Raises if the database does not answer, before any status
+    changed: the saga's step is retried.
     """
-    endpoints_by_user = _active_endpoints_by_user({record.user_id for record, _, _ in finishes})
+    endpoints_by_user = _active_endpoints_by_user({record.user_id for record in finished})
     if not endpoints_by_user:
         return set()
     events: list[WebhookEvent] = []
     deliveries: list[WebhookDelivery] = []
-    decimals = _decimals_of({record.asset_id for record, _, _ in finishes})
     recorded_at = now_ms()
-    for record, status, error in finishes:
+    for record in finished:
         endpoints = endpoints_by_user.get(record.user_id)
         if not endpoints:
             continue
-        finished = _finished(record, status, error, at_ms)
-        event = _event_of(finished, decimals[finished.asset_id], recorded_at)
+        event = _event_of(record, recorded_at)
         events.append(event)
         deliveries.extend(
             WebhookDelivery(
                 event_id=event.id, endpoint_id=endpoint.pk, status=DeliveryStatus.HELD,
-                next_attempt_at_ms=recorded_at, give_up_at_ms=at_ms + settings.WEBHOOK_RETRY_WINDOW_SECONDS * 1000,
+                next_attempt_at_ms=recorded_at,
+                give_up_at_ms=record.updated_at_ms + settings.WEBHOOK_RETRY_WINDOW_SECONDS * 1000,
             )
             for endpoint in endpoints
         )
@@ -152,14 +149,13 @@ def confirm_finished(records: Iterable[TransferRecord]) -> None:
     )
     if not unconfirmed:
         return
-    decimals = _decimals_of({ids[event_id].asset_id for event_id in unconfirmed})
     due = now_ms()
     with transaction.atomic():
         for event_id in unconfirmed:
             record = ids[event_id]
             WebhookEvent.objects.filter(pk=event_id).update(
                 confirmed=True, type=_type_of(record.status), created_at_ms=record.updated_at_ms,
-                data=transfer_representation(record, decimals[record.asset_id]),
+                data=transfer_representation(record, decimals_of(record.asset_id)),
             )
         released = list(
             WebhookDelivery.objects.filter(event_id__in=unconfirmed, status=DeliveryStatus.HELD).values_list(
@@ -202,23 +198,15 @@ def _active_endpoints_by_user(user_ids: set[int]) -> dict[int, list[WebhookEndpo
     return endpoints
 
 
-def _decimals_of(asset_ids: set[int]) -> dict[int, int]:
-    return dict(Asset.objects.filter(pk__in=asset_ids).values_list("pk", "decimals"))
-
-
-def _finished(record: TransferRecord, status: TransferStatus, error: str | None, at_ms: int) -> TransferRecord:
-    return dataclasses.replace(record, status=status, error_message=error, updated_at_ms=at_ms)
-
-
 def _type_of(status: TransferStatus) -> str:
     return EventType.TRANSFER_SUCCEEDED if status is TransferStatus.SUCCESS else EventType.TRANSFER_FAILED
 
 
-def _event_of(record: TransferRecord, decimals: int, recorded_at_ms: int) -> WebhookEvent:
+def _event_of(record: TransferRecord, recorded_at_ms: int) -> WebhookEvent:
     return WebhookEvent(
         id=event_id_of(record.request_id), request_id=record.request_id, user_id=record.user_id,
         type=_type_of(record.status), created_at_ms=record.updated_at_ms,
-        data=transfer_representation(record, decimals), recorded_at_ms=recorded_at_ms,
+        data=transfer_representation(record, decimals_of(record.asset_id)), recorded_at_ms=recorded_at_ms,
     )
 
 

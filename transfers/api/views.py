@@ -16,31 +16,10 @@ from transfers.api.serializers import (
     balance_representation,
     transfer_representation,
 )
+from transfers.assets import decimals_of
 from transfers.errors import TransferRejected
-from transfers.models import Asset
 from transfers.selectors import balances_of_user, get_transfer_of_user, list_transfers_of_user
 from transfers.services import TransferRequest, create_transfer
-
-_decimals_cache: dict[int, int] = {}
-
-
-def _decimals_by_asset_id() -> dict[int, int]:
-    """{asset id: decimals}, kept per process: an asset's decimals never change (its amounts depend on them).
-
-    Read again when an asset is missing (added since), so answers need no query but the first.
-    """
-    return _decimals_cache or _reload_decimals()
-
-
-def _reload_decimals() -> dict[int, int]:
-    global _decimals_cache
-    _decimals_cache = dict(Asset.objects.values_list("id", "decimals"))  # replaced whole: safe across threads
-    return _decimals_cache
-
-
-def _decimals_of(asset_id: int) -> int:
-    decimals = _decimals_by_asset_id().get(asset_id)
-    return decimals if decimals is not None else _reload_decimals()[asset_id]
 
 
 class UserApiView(APIView):
@@ -83,7 +62,7 @@ class InternalTransferCreateView(UserApiView):
             ),
         )
         request_id_var.set(str(accepted.record.request_id))
-        decimals = _decimals_of(accepted.record.asset_id)
+        decimals = decimals_of(accepted.record.asset_id)
         response = Response(transfer_representation(accepted.record, decimals), status=status.HTTP_202_ACCEPTED)
         if accepted.replayed:
             response["Idempotent-Replayed"] = "true"
@@ -103,7 +82,7 @@ class InternalTransferDetailView(UserApiView):
             raise TransferRejected("not_found", "no such transfer", http_status=404)
         request_id_var.set(request_id)
         record = get_transfer_of_user(request.user.user_id, int(request_id))
-        return Response(transfer_representation(record, _decimals_of(record.asset_id)))
+        return Response(transfer_representation(record, decimals_of(record.asset_id)))
 
 
 class InternalTransferListView(UserApiView):
@@ -127,7 +106,7 @@ class InternalTransferListView(UserApiView):
         )
         return Response(
             {
-                "items": [transfer_representation(r, _decimals_of(r.asset_id)) for r in page.items],
+                "items": [transfer_representation(r, decimals_of(r.asset_id)) for r in page.items],
                 "next_cursor": page.next_cursor,
             }
         )
