@@ -1,12 +1,19 @@
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+
+# What an asset code is (the API's schema says it too): capitals and digits, as the seeded USDT, BTC, ETH.
+ASSET_CODE_PATTERN = r"^[A-Z0-9]{1,16}$"
 
 
 class Asset(models.Model):
     """An asset users can move; `id` is also its funding-ledger number."""
 
     id = models.PositiveIntegerField(primary_key=True)
-    code = models.CharField(max_length=16, unique=True)
+    code = models.CharField(
+        max_length=16, unique=True,
+        validators=[RegexValidator(ASSET_CODE_PATTERN, "1-16 capital letters or digits, for example USDT.")],
+    )
     decimals = models.PositiveSmallIntegerField()
     maximum_transfer_minor = models.BigIntegerField(
         help_text="Largest single transfer, in minor units (10**decimals per whole unit)."

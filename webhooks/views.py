@@ -34,6 +34,18 @@ REGISTER_ERRORS = {
 }
 
 
+class EndpointsAutoSchema(schema.LinkedAutoSchema):
+    links = {
+        201: {
+            "DeleteEndpoint": {
+                "operationId": "delete_webhook",
+                "parameters": {"endpoint_id": "$response.body#/id"},
+                "description": "Stop sending to the endpoint just registered.",
+            }
+        }
+    }
+
+
 class WebhookEndpointsView(UserApiView):
     @extend_schema(
         operation_id="register_webhook", summary="Register a callback URL for your transfers' final status",
@@ -55,6 +67,8 @@ class WebhookEndpointsView(UserApiView):
     def get(self, request: Request) -> Response:
         endpoints = selectors.endpoints_of_user(request.user.user_id)
         return Response({"items": [endpoint_representation(endpoint) for endpoint in endpoints]})
+
+    schema = EndpointsAutoSchema()  # after the methods: in this class the name shadows the module
 
 
 class WebhookEndpointView(UserApiView):

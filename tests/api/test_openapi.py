@@ -85,16 +85,76 @@ def test_request_body_says_amounts_and_ids_are_strings(openapi):
     assert operation["requestBody"]["required"] is True
     assert list(operation["requestBody"]["content"]) == ["application/json"]
     body = openapi["components"]["schemas"]["CreateTransfer"]
-    assert body["additionalProperties"] is False
-    assert sorted(body["required"]) == ["amount", "from_account", "to_account"]
-    amount = body["properties"]["amount"]
-    assert amount["type"] == "string"
-    assert re.fullmatch(amount["pattern"], "12.5") and not re.fullmatch(amount["pattern"], "1e3")
-    client_id = body["properties"]["client_transfer_id"]
-    assert client_id["type"] == "string" and client_id["nullable"] is True
-    account = openapi["components"]["schemas"]["AccountRef"]
+    assert "same_account" in body["description"] and "asset_mismatch" in body["description"]
+    for alternative in body["oneOf"]:
+        assert alternative["additionalProperties"] is False
+        assert sorted(alternative["required"]) == ["amount", "from_account", "to_account"]
+        amount = alternative["properties"]["amount"]
+        assert amount["type"] == "string"
+        assert re.fullmatch(amount["pattern"], "12.5") and not re.fullmatch(amount["pattern"], "1e3")
+        client_id = alternative["properties"]["client_transfer_id"]
+        assert client_id["type"] == "string" and client_id["nullable"] is True
+    account = openapi["components"]["schemas"]["AccountRef"]  # as answered
     assert account["additionalProperties"] is False
     assert openapi["components"]["schemas"]["AccountTypeEnum"]["enum"] == ["funding", "spot"]
+
+
+def test_create_body_is_one_direction_and_one_enabled_asset_per_alternative(openapi):
+    """What the service accepts: one side funding and the other spot, both the same enabled asset."""
+    from transfers.models import Asset
+
+    Asset.objects.filter(code="ETH").update(transfers_enabled=False)
+    openapi = anonymous_schema()
+    alternatives = openapi["components"]["schemas"]["CreateTransfer"]["oneOf"]
+
+    def sides(alternative: dict) -> tuple[str, str, str]:
+        accounts = [alternative["properties"][side]["properties"] for side in ("from_account", "to_account")]
+        (source, source_asset), (destination, destination_asset) = (
+            (account["account_type"]["enum"], account["asset"]["enum"]) for account in accounts
+        )
+        assert len(source) == len(destination) == 1 and source_asset == destination_asset
+        return source[0], destination[0], source_asset[0]
+
+    enabled = sorted(Asset.objects.filter(transfers_enabled=True).values_list("code", flat=True))
+    assert "ETH" not in enabled
+    assert sorted(sides(a) for a in alternatives) == sorted(
+        [("funding", "spot", code) for code in enabled] + [("spot", "funding", code) for code in enabled]
+    )
+
+
+def test_asset_codes_are_the_known_ones_in_requests_and_a_pattern_in_answers(openapi):
+    from transfers.models import ASSET_CODE_PATTERN, Asset
+
+    history = {p["name"]: p for p in openapi["paths"]["/api/v1/user/internal_transfers"]["get"]["parameters"]}
+    asset = history["asset"]["schema"]
+    assert asset["pattern"] == ASSET_CODE_PATTERN
+    assert asset["enum"] == sorted(Asset.objects.values_list("code", flat=True))  # disabled ones too: listable
+    answered = openapi["components"]["schemas"]["AccountRef"]["properties"]["asset"]
+    # An asset added after a client fetched the schema must not fail its check of an answer: no enum there.
+    assert (answered["type"], answered["pattern"], "enum" in answered) == ("string", ASSET_CODE_PATTERN, False)
+
+
+def test_the_create_links_to_the_transfer_and_the_history(openapi):
+    operations = {
+        op["operationId"]: op for ops in openapi["paths"].values() for op in ops.values()
+    }
+    links = openapi["paths"]["/api/v1/user/internal_transfer"]["post"]["responses"]["202"]["links"]
+    assert links["GetTransfer"]["operationId"] == "get_internal_transfer"
+    assert links["GetTransfer"]["parameters"] == {"request_id": "$response.body#/request_id"}
+    assert links["ListTransfersOfTheAsset"]["operationId"] == "list_internal_transfers"
+    registered = openapi["paths"]["/api/v1/user/webhooks"]["post"]["responses"]["201"]["links"]
+    assert registered["DeleteEndpoint"]["parameters"] == {"endpoint_id": "$response.body#/id"}
+    for link in [*links.values(), *registered.values()]:
+        parameters = {p["name"] for p in operations[link["operationId"]].get("parameters", [])}
+        assert set(link["parameters"]) <= parameters, link
+
+
+def anonymous_schema() -> dict:
+    from rest_framework.test import APIClient
+
+    response = APIClient().get("/api/schema/", {"format": "json"})
+    assert response.status_code == 200
+    return response.json()
 
 
 def test_transfer_representation(openapi):

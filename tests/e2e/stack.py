@@ -121,6 +121,9 @@ class Stack:
             WEBHOOK_READ_TIMEOUT_SECONDS="1",
             WEBHOOK_DISPATCH_INTERVAL_SECONDS="0.5",
             WEBHOOK_CONFIRM_AFTER_SECONDS="5",
+            # The schema run (test_schema_e2e.py) sends hundreds of requests with one key.
+            API_RATE_LIMIT_TRANSFER="1000/second",
+            API_RATE_LIMIT_READ="1000/second",
         )
         if env.get("LEDGER_BACKEND") == "tigerbeetle" and env.get("TIGERBEETLE_BIN"):
             # A replica of this stack's own, so balances never carry over

@@ -33,12 +33,13 @@ pytestmark = pytest.mark.django_db
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "60"))
 
 
-# Loaded at collection (the schema view is public and reads no database).
-# Not schemathesis.pytest.from_fixture: its lazy loader needs Node._nodeid,
-# which pytest 9 no longer has.
+# Loaded at collection, before any database exists: the schema then names
+# asset codes by their pattern only (it lists the known ones when it can read
+# them). Not schemathesis.pytest.from_fixture: its lazy loader needs
+# Node._nodeid, which pytest 9 no longer has.
 schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
-# A schema-valid body may still be refused by a business rule no schema can
-# state (unknown or disabled asset, two different assets): a 400 there is right.
+# So here a schema-valid code may be unknown (a right 400): positive data is
+# checked against the full schema of the running stack, tests/e2e/test_schema_e2e.py.
 schema.config.checks.update(excluded_check_names=["positive_data_acceptance"])
 
 

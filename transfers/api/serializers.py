@@ -101,11 +101,20 @@ class ClientTransferIdField(RawJSONField):
     pass  # checked by the service: invalid_client_transfer_id
 
 
+class AssetCodeField(StrictCharField):
+    """An asset code; its schema (transfers/api/schema.py) lists the known ones. Checked by the service:
+    unknown_asset."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("max_length", 16)
+        super().__init__(**kwargs)
+
+
 class AccountRefSerializer(StrictSerializer):
     """One side of a transfer: a wallet and the asset in it."""
 
     account_type = AccountTypeField()
-    asset = StrictCharField(max_length=16, help_text="Asset code, for example USDT.")
+    asset = AssetCodeField(help_text="Asset code, for example USDT.")
 
 
 class CreateTransferSerializer(StrictSerializer):
@@ -133,13 +142,17 @@ class DigitsIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class CursorField(StrictCharField):
+    pass  # its schema: the positions a store takes (transfers/api/schema.py); checked there: invalid_cursor
+
+
 class TransferListQuerySerializer(StrictSerializer):
-    asset = StrictCharField(max_length=16, required=False, help_text="Only transfers of this asset.")
+    asset = AssetCodeField(required=False, help_text="Only transfers of this asset.")
     status = TransferStatusField(
         required=False, help_text="Only transfers in this status; `pending` is every one not finished yet."
     )
     limit = DigitsIntegerField(required=False, default=50, min_value=1, max_value=100, help_text="Page size.")
-    cursor = StrictCharField(
+    cursor = CursorField(
         max_length=32, required=False, help_text="`next_cursor` of the previous page; omit for the newest."
     )
 

@@ -68,6 +68,8 @@ class InternalTransferCreateView(UserApiView):
             response["Idempotent-Replayed"] = "true"
         return response
 
+    schema = schema.CreateTransferAutoSchema()  # after post(): in this class the name shadows the module
+
 
 class InternalTransferDetailView(UserApiView):
     @extend_schema(
