@@ -20,7 +20,7 @@ from functools import cache
 
 from django.conf import settings
 
-from transfer_site import faults, topics
+from transfer_site import faults, kafka_topics, topics
 from transfer_site.messages import MalformedMessage, Message, decode
 
 logger = logging.getLogger(__name__)
@@ -132,50 +132,6 @@ def get_message_bus() -> MessageBus:
     raise ValueError(f"unknown MESSAGE_BUS {settings.MESSAGE_BUS!r} (kafka or memory)")
 
 
-def ensure_topics(timeout_seconds: float = 60) -> None:
-    """Create the service's topics if missing, waiting for the broker to come up."""
-    from kafka import KafkaAdminClient, KafkaConsumer
-    from kafka.admin import NewTopic
-    from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
-
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        try:
-            admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS)
-            break
-        except NoBrokersAvailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-    try:
-        for topic in topics.ALL:
-            try:
-                admin.create_topics([NewTopic(topic, settings.KAFKA_TOPIC_PARTITIONS, 1)])
-                logger.info("created topic %s", topic)
-            except TopicAlreadyExistsError:
-                pass
-            except KafkaError as error:
-                logger.warning("could not create topic %s: %r", topic, error)
-        # A created topic reaches the brokers' metadata a moment later. A consumer that
-        # subscribes before then is assigned no partition of it, and kafka-python looks
-        # again only after metadata_max_age_ms (5 minutes): wait until every topic is there.
-        reader = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, group_id=None)
-        try:
-            while missing := _topics_without_partitions(reader):
-                if time.monotonic() > deadline:
-                    raise BusUnavailable(f"topics without partitions after {timeout_seconds:.0f}s: {missing}")
-                time.sleep(0.1)
-        finally:
-            reader.close()
-    finally:
-        admin.close()
-
-
-def _topics_without_partitions(reader) -> list[str]:
-    reader.topics()  # a fresh metadata request
-    return [topic for topic in topics.ALL if not reader.partitions_for_topic(topic)]
-
-
 @dataclass(frozen=True)
 class Delivery:
     """A decoded message with where it came from."""
@@ -233,7 +189,7 @@ def run_consumer(
                 extra={"group_id": group_id, "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)},
             )
 
-    ensure_topics()
+    kafka_topics.require_layout()
     stop = StopFlag()
     consumer = KafkaConsumer(
         bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
@@ -245,13 +201,19 @@ def run_consumer(
         # for the next fetch, since the development broker does not answer early when one arrives.
         fetch_max_wait_ms=settings.KAFKA_CONSUMER_FETCH_MAX_WAIT_MS,
         metrics_enabled=False,  # never read; as for the producer, recording them costs CPU per fetch
+        metadata_max_age_ms=30_000,  # so a changed partition count is seen within half a minute
     )
+    partition_watch = kafka_topics.PartitionWatch(consumer, topic_names)
     batch_limit = max_records or settings.KAFKA_CONSUMER_MAX_RECORDS
     consumer.subscribe(list(topic_names), listener=LogAssignments())
     retry_delay = 0.2
     logger.info("consumer started", extra={"group_id": group_id, "topics": list(topic_names)})
     try:
         while not stop.stopped:
+            if changed := partition_watch.changed():
+                # Messages of one user may now sit on two partitions: stop rather than apply them out of order.
+                logger.critical("partition count changed under the consumer; stopping", extra={"topics": changed})
+                raise SystemExit("partition count changed: " + "; ".join(changed))
             polled = consumer.poll(timeout_ms=200)
             if not polled:
                 continue

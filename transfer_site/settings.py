@@ -158,7 +158,11 @@ MESSAGE_BUS = os.environ.get("MESSAGE_BUS", "kafka")  # kafka | memory (unit tes
 # Without it: the development broker `make run` starts, on DEV_BROKER_PORT (19092).
 KAFKA_BOOTSTRAP_SERVERS = os.environ.get(
     "KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{os.environ.get('DEV_BROKER_PORT', '19092')}")
+# The topics' layout (transfer_site/kafka_topics.py, `manage.py kafka_topics`): every process refuses to
+# start on a topic with another partition count. Production: replication 3, min.insync.replicas 2.
 KAFKA_TOPIC_PARTITIONS = int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "4"))
+KAFKA_REPLICATION_FACTOR = int(os.environ.get("KAFKA_REPLICATION_FACTOR", "1"))
+KAFKA_MIN_INSYNC_REPLICAS = int(os.environ.get("KAFKA_MIN_INSYNC_REPLICAS", "0")) or None  # broker default
 KAFKA_CONSUMER_MAX_RECORDS = int(os.environ.get("KAFKA_CONSUMER_MAX_RECORDS", "200"))
 SETTLEMENT_CONSUMER_GROUP = os.environ.get("SETTLEMENT_CONSUMER_GROUP", "settlement-bridge")
 

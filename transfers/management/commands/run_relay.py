@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from transfer_site.bus import StopFlag, ensure_topics
+from transfer_site.bus import StopFlag
+from transfer_site.kafka_topics import require_layout
 from transfers.relay import TransferRelay
 
 
@@ -8,5 +9,5 @@ class Command(BaseCommand):
     help = "Run the outbox relay: publish accepted (requesting) transfers and mark them pending."
 
     def handle(self, *args: object, **options: object) -> None:
-        ensure_topics()
+        require_layout()
         TransferRelay().run(StopFlag())
