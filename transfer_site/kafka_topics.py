@@ -126,8 +126,9 @@ def ensure_topics(*, create: bool = True, timeout_seconds: float = 60) -> tuple[
     admin = connect_admin(timeout_seconds)
     try:
         created = create_missing(admin, wanted) if create else []
+        # Wait even when another process created them (it got there first): they may not be in the metadata yet.
         found = _wait_for_metadata(lambda: describe(admin, [layout.name for layout in wanted]), wanted,
-                                   timeout_seconds if created else 0)
+                                   timeout_seconds if create else 0)
     finally:
         admin.close()
     problems = layout_problems(wanted, found)
