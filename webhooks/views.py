@@ -24,6 +24,7 @@ ENDPOINT_ID = OpenApiParameter(
 )
 REGISTER_ERRORS = {
     **schema.COMMON_ERRORS,
+    **schema.BODY_ERRORS,
     400: OpenApiResponse(schema.ErrorSerializer, description=(
         "`invalid_json`, `invalid_request` (shape, unknown fields), `invalid_webhook_url` (not an absolute "
         "http(s) URL, credentials or a fragment in it, https required, or a host that does not resolve or "

@@ -15,7 +15,7 @@ OPERATIONS = {
     ("get", "/api/v1/user/internal_transfer/{request_id}"): {"200", "401", "403", "404", "429", "503"},
     ("get", "/api/v1/user/internal_transfers"): {"200", "400", "401", "403", "429", "503"},
     ("get", "/api/v1/user/balances"): {"200", "401", "403", "429", "503"},
-    ("post", "/api/v1/user/webhooks"): {"201", "400", "401", "403", "409", "429", "503"},
+    ("post", "/api/v1/user/webhooks"): {"201", "400", "401", "403", "409", "413", "415", "429", "503"},
     ("get", "/api/v1/user/webhooks"): {"200", "401", "403", "429", "503"},
     ("delete", "/api/v1/user/webhooks/{endpoint_id}"): {"204", "401", "403", "404", "429", "503"},
 }

@@ -306,16 +306,20 @@ UNAVAILABLE = _error("`unavailable`: a shared dependency (the cache, the transfe
                      "(with the same client_transfer_id: a create that was stored is answered again, not repeated).")
 COMMON_ERRORS = {401: UNAUTHORIZED, 403: FORBIDDEN, 429: RATE_LIMITED, 503: UNAVAILABLE}
 
+# Any request with a body (the parser's refusals, before the view).
+BODY_ERRORS = {
+    413: _error("`payload_too_large`: the body is larger than `MAX_REQUEST_BYTES` (16 KiB)."),
+    415: _error("`unsupported_media_type`: the body must be `application/json`."),
+}
 CREATE_ERRORS = _by_status({
     **COMMON_ERRORS,
+    **BODY_ERRORS,
     400: _error(
         "`invalid_json` (not JSON, NaN/Infinity, duplicate keys, nested too deep), `invalid_request` (shape, "
         "types, unknown fields), `invalid_account_type`, `asset_mismatch`, `same_account`, `unknown_asset`, "
         "`asset_disabled`, `invalid_amount`, `invalid_client_transfer_id`."
     ),
     409: _error("`conflict`: this `client_transfer_id` was used for a different transfer."),
-    413: _error("`payload_too_large`: the body is larger than `MAX_REQUEST_BYTES` (16 KiB)."),
-    415: _error("`unsupported_media_type`: the body must be `application/json`."),
 })
 DETAIL_ERRORS = _by_status({**COMMON_ERRORS, 404: _error("`not_found`: no such transfer, or another user's.")})
 LIST_ERRORS = _by_status({
