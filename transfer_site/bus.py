@@ -22,6 +22,7 @@ from django.conf import settings
 
 from transfer_site import faults, kafka_topics, topics
 from transfer_site.messages import MalformedMessage, Message, decode
+from transfer_site.shards import EVERY_USER, UserShards
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,28 @@ class MessageBus(abc.ABC):
 
     def ping(self) -> None:  # noqa: B027 - adapters without a server have nothing to check
         """Raise BusUnavailable if the broker does not answer."""
+
+    def claim_shards(self, group_id: str) -> ShardClaim:
+        """Join the copies of a process in `group_id`; the claim says which users' work is this copy's."""
+        return WholeClaim()
+
+
+class ShardClaim(abc.ABC):
+    """This copy's share of the users, among the copies of one process (transfer_site/shards.py)."""
+
+    @abc.abstractmethod
+    def current(self) -> UserShards:
+        """The shards owned now. Call it between batches only: a rebalance hands shards over in this call."""
+
+    def close(self) -> None:  # noqa: B027 - a claim without a server has nothing to leave
+        """Leave the group at once, so the other copies take the shards over without waiting."""
+
+
+class WholeClaim(ShardClaim):
+    """One copy owns every user (no broker to share through)."""
+
+    def current(self) -> UserShards:
+        return EVERY_USER
 
 
 class KafkaMessageBus(MessageBus):
@@ -103,6 +126,9 @@ class KafkaMessageBus(MessageBus):
         except KafkaError as error:
             raise BusUnavailable(f"Kafka did not take the message: {error!r}") from error
 
+    def claim_shards(self, group_id: str) -> ShardClaim:
+        return KafkaShardClaim(self._bootstrap_servers, group_id, topics.TRANSFER_REQUESTS)
+
     def ping(self) -> None:
         from kafka.errors import KafkaError
 
@@ -111,6 +137,63 @@ class KafkaMessageBus(MessageBus):
                 raise BusUnavailable("no partitions for " + topics.TRANSFER_REQUESTS)
         except KafkaError as error:
             raise BusUnavailable(repr(error)) from error
+
+
+class KafkaShardClaim(ShardClaim):
+    """Shards = the partitions of `topic` that Kafka's group coordinator assigns this copy in `group_id`.
+
+    The consumer is a member of the group and nothing more: its partitions are
+    paused as soon as they are assigned, so it never fetches a message (they are
+    the bridge's). Kafka's eager rebalance takes every shard from every copy
+    before it gives any out again, and a copy lets go only inside `current()`,
+    between its batches: two copies never own one shard at once, except a copy
+    cut off from Kafka for longer than the session timeout (it may then publish
+    a batch its successor publishes too: a duplicate, which every consumer
+    absorbs). A SIGKILLed copy's shards move after the session timeout (10 s).
+    """
+
+    JOIN_TIMEOUT_MS = 30_000
+
+    def __init__(self, bootstrap_servers: str, group_id: str, topic: str) -> None:
+        from kafka import KafkaConsumer
+        from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+        claim = self
+        self._owned: frozenset[int] = frozenset()
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            enable_auto_commit=False,
+            metrics_enabled=False,
+            metadata_max_age_ms=30_000,
+        )
+        self._count = len(self._consumer.partitions_for_topic(topic) or ())
+        if not self._count:
+            raise BusUnavailable(f"no partitions for {topic}")
+
+        class TakeShards(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                claim._owned = frozenset()
+
+            def on_partitions_assigned(self, assigned):
+                if assigned:
+                    claim._consumer.pause(*assigned)
+                claim._owned = frozenset(tp.partition for tp in assigned)
+                logger.info("shards assigned", extra={"group_id": group_id, "shards": sorted(claim._owned),
+                                                      "of": claim._count})
+
+        self._consumer.subscribe([topic], listener=TakeShards())
+        # The first join takes a few round trips; later calls only heartbeat and follow rebalances.
+        deadline = time.monotonic() + self.JOIN_TIMEOUT_MS / 1000
+        while not self._consumer.assignment() and time.monotonic() < deadline:
+            self._consumer.poll(timeout_ms=200)
+
+    def current(self) -> UserShards:
+        self._consumer.poll(timeout_ms=0)
+        return UserShards(self._count, self._owned)
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
 
 
 class InMemoryMessageBus(MessageBus):

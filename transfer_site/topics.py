@@ -18,8 +18,10 @@ DEAD_LETTERS = NAMESPACE + "internal_transfer.dead_letters"
 
 ALL = (TRANSFER_REQUESTS, BALANCE_OPERATIONS, BALANCE_EVENTS, DEAD_LETTERS)
 
-# Consumer groups: UBSCore's, and settlement's bridge (its name from SETTLEMENT_CONSUMER_GROUP).
+# Consumer groups: UBSCore's, and settlement's bridge (its name from SETTLEMENT_CONSUMER_GROUP);
+# the relay's copies share users through a group of theirs that never reads a message (transfer_site/shards.py).
 UBSCORE_GROUP = NAMESPACE + "ubscore"
+RELAY_GROUP = NAMESPACE + "relay"
 
 
 def consumer_group(name: str) -> str:

@@ -10,10 +10,17 @@ compare-and-set per transfer in one store call.
 
 So a request never waits for Kafka, and a broker that is down slows nothing
 but the relay: transfers wait `requesting` and go out when it is back.
+Relays run in copies: the copies share the users between
+them through a Kafka consumer group (transfer_site/shards.py), each
+publishing only its own users' transfers, so one user's transfers are
+published by one relay at a time, oldest first, and keep their order. A copy
+that starts, stops or dies moves users between copies; shards change hands
+only between batches.
+
 Publishing is at least once: a relay that dies between the publish and the
-compare-and-set, or two relays that read the same transfers, send a message
-twice, which every consumer absorbs (ledger ids, UBSCore's `ref_id`,
-compare-and-set). With the relay down, the re-drive task publishes what has
+compare-and-set sends a message twice when its successor publishes the
+transfer again, which every consumer absorbs (ledger ids, UBSCore's `ref_id`,
+compare-and-set). With every relay down, the re-drive task publishes what has
 waited `STUCK_TRANSFER_SECONDS`.
 """
 
@@ -25,7 +32,8 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from transfer_site import faults, topics
-from transfer_site.bus import BusUnavailable, MessageBus, Outgoing, StopFlag, get_message_bus
+from transfer_site.bus import BusUnavailable, MessageBus, Outgoing, ShardClaim, StopFlag, get_message_bus
+from transfer_site.shards import EVERY_USER, UserShards
 from transfers.domain import Direction, EventKind, TransferRecord, TransferStatus
 from transfers.store import get_transfer_store
 from transfers.store.base import StatusChange, TransferStore
@@ -51,14 +59,15 @@ class TransferRelay:
         # retry reads the same oldest batch, and one event per transfer is enough.
         self._reported_failed: set[int] = set()
 
-    def relay_batch(self) -> int:
-        """Publish up to `batch_size` `requesting` transfers and mark them `pending`; how many were published.
+    def relay_batch(self, users: UserShards = EVERY_USER) -> int:
+        """Publish up to `batch_size` `requesting` transfers of `users` and mark them `pending`; how many.
 
         Raises BusUnavailable if the broker did not take them: they stay
         `requesting` and the next batch tries them again.
         """
         # Every one, whatever the clocks of the web hosts that stored them said; oldest first.
-        records = self.store.list_not_moved_since({TransferStatus.REQUESTING}, _NO_TIME_LIMIT_MS, self.batch_size)
+        records = self.store.list_not_moved_since(
+            {TransferStatus.REQUESTING}, _NO_TIME_LIMIT_MS, self.batch_size, users=users)
         if not records:
             return 0
         with recording(self.store) as timeline:
@@ -91,10 +100,23 @@ class TransferRelay:
         """Relay until `stop`: at once while there is a backlog, every `RELAY_POLL_MS` when idle."""
         poll_seconds = settings.RELAY_POLL_MS / 1000
         retry_seconds = _FIRST_RETRY_SECONDS
-        logger.info("relay started", extra={"poll_ms": settings.RELAY_POLL_MS, "batch_size": self.batch_size})
+        claim = self.bus.claim_shards(topics.RELAY_GROUP)
+        try:
+            logger.info("relay started", extra={"poll_ms": settings.RELAY_POLL_MS, "batch_size": self.batch_size,
+                                                "shards": sorted(claim.current().owned)})
+            self._run(stop, claim, poll_seconds, retry_seconds)
+        finally:
+            claim.close()  # the other copies take this one's users over at once
+        logger.info("relay stopped")
+
+    def _run(self, stop: StopFlag, claim: ShardClaim, poll_seconds: float, retry_seconds: float) -> None:
         while not stop.stopped:
+            users = claim.current()
+            if not users.owned:  # a rebalance in progress, or more copies than shards
+                stop.sleep(poll_seconds)
+                continue
             try:
-                relayed = self.relay_batch()
+                relayed = self.relay_batch(users)
             except Exception as error:
                 if isinstance(error, BusUnavailable):
                     logger.warning("publish failed; the transfers stay requesting and are tried again",
@@ -108,7 +130,6 @@ class TransferRelay:
             retry_seconds = _FIRST_RETRY_SECONDS
             if relayed < self.batch_size:
                 stop.sleep(poll_seconds)
-        logger.info("relay stopped")
 
 
 def first_message(record: TransferRecord) -> Outgoing:

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from transfer_site.shards import UserShards
 from transfers.domain import IN_FLIGHT, Direction, TransferRecord, TransferStatus
 from transfers.snowflake import SnowflakeGenerator
 from transfers.store.base import ClientTransferIdTaken, InvalidCursor, StatusChange, TransferPage, TransferStore
@@ -753,6 +754,24 @@ def test_list_not_moved_since_respects_the_limit(transfer_store, make, user_id):
         make(user_id, status=PENDING, updated_at_ms=cutoff - 1_000 - i)
     assert len(transfer_store.list_not_moved_since(IN_FLIGHT, cutoff, limit=2)) == 2
     assert len(transfer_store.list_not_moved_since(IN_FLIGHT, cutoff, limit=1)) == 1
+
+
+def test_list_not_moved_since_lists_only_the_users_of_the_given_shards(transfer_store, make, user_id):
+    """What one relay copy sees: users with `user_id % count` in its shards, and every one of them."""
+    cutoff = now_ms() - 600_000
+    users = [user_id + n for n in range(4)]
+    made = {u: make(u, status=REQUESTING, updated_at_ms=cutoff - 100 + n) for n, u in enumerate(users)}
+    ours = set(users)
+
+    def listed(shards: UserShards) -> set[int]:
+        found = transfer_store.list_not_moved_since({REQUESTING}, cutoff, limit=10_000, users=shards)
+        return {r.request_id for r in found if r.user_id in ours}
+
+    even, odd = UserShards(2, frozenset({0})), UserShards(2, frozenset({1}))
+    assert listed(even) == {made[u].request_id for u in users if u % 2 == 0}
+    assert listed(odd) == {made[u].request_id for u in users if u % 2 == 1}
+    assert listed(UserShards(4, frozenset({0, 1, 2, 3}))) == {r.request_id for r in made.values()}
+    assert listed(UserShards(4, frozenset())) == set()
 
 
 def test_a_status_change_takes_a_record_out_of_the_stuck_list(transfer_store, make, user_id):

@@ -10,6 +10,7 @@ import pytest
 from transfer_site import topics
 from transfer_site.bus import BusUnavailable, InMemoryMessageBus
 from transfer_site.messages import BalanceOperation, TransferRequested
+from transfer_site.shards import UserShards
 from transfers.domain import Direction, EventKind, TransferRecord, TransferStatus
 from transfers.relay import TransferRelay
 from transfers.store.orm import OrmTransferStore
@@ -32,11 +33,11 @@ def bus() -> InMemoryMessageBus:
 
 
 def accepted(store, direction: Direction, amount: int = 5, age_ms: int = 0,
-             status: TransferStatus = TransferStatus.REQUESTING) -> TransferRecord:
+             status: TransferStatus = TransferStatus.REQUESTING, user_id: int = USER) -> TransferRecord:
     """A transfer as the API stores it."""
     at = time.time_ns() // 1_000_000 - age_ms
     record = TransferRecord(
-        request_id=next(_next_request_id), user_id=USER, asset_id=USDT, asset_code="USDT", direction=direction,
+        request_id=next(_next_request_id), user_id=user_id, asset_id=USDT, asset_code="USDT", direction=direction,
         amount=amount, status=status, client_transfer_id=None, error_message=None,
         created_at_ms=at, updated_at_ms=at,
     )
@@ -186,3 +187,25 @@ def test_the_loop_goes_on_at_once_while_batches_are_full(store, bus, settings):
     # Two full batches without a pause, then the last one (1 transfer) and the first idle sleep.
     assert len(bus.published) == 5
     assert stop.slept == [0.02]
+
+
+def test_copies_each_publish_their_own_users_transfers_and_together_all(store, bus):
+    users = [USER * 10 + n for n in range(4)]
+    records = [accepted(store, Direction.SPOT_TO_FUNDING, user_id=user_id, age_ms=10 - n)
+               for n, user_id in enumerate(users)]
+    relay = TransferRelay(store, bus)
+    first_copy, second_copy = UserShards(2, frozenset({0})), UserShards(2, frozenset({1}))
+
+    assert relay.relay_batch(first_copy) == 2
+    assert {out.key for out in bus.published} == {u for u in users if u % 2 == 0}
+    assert relay.relay_batch(first_copy) == 0  # the other users' transfers are not this copy's
+    assert relay.relay_batch(second_copy) == 2
+    assert sorted(out.message.ref_id for out in bus.published) == sorted(r.request_id for r in records)
+    assert all(status_of(store, record) is TransferStatus.PENDING for record in records)
+
+
+def test_a_copy_without_shards_publishes_nothing(store, bus):
+    record = accepted(store, Direction.FUNDING_TO_SPOT)
+    assert TransferRelay(store, bus).relay_batch(UserShards(4, frozenset())) == 0
+    assert bus.published == []
+    assert status_of(store, record) is TransferStatus.REQUESTING

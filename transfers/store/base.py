@@ -6,6 +6,7 @@ import abc
 import dataclasses
 from collections.abc import Collection, Iterable, Sequence
 
+from transfer_site.shards import EVERY_USER, UserShards
 from transfers.domain import Direction, TimelineEvent, TransferRecord, TransferStatus
 
 
@@ -150,9 +151,10 @@ class TransferStore(abc.ABC):
 
     @abc.abstractmethod
     def list_not_moved_since(
-        self, statuses: Collection[TransferStatus], updated_before_ms: int, limit: int
+        self, statuses: Collection[TransferStatus], updated_before_ms: int, limit: int,
+        users: UserShards = EVERY_USER,
     ) -> list[TransferRecord]:
-        """In-flight transfers whose status has not changed since the given time."""
+        """In-flight transfers of `users` whose status has not changed since the given time, oldest first."""
 
     # --- The timeline: an append-only log of events per transfer ------------
 

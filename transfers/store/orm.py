@@ -8,6 +8,7 @@ from collections.abc import Collection, Iterable, Sequence
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q, Sum
 
+from transfer_site.shards import EVERY_USER, UserShards
 from transfers.domain import IN_FLIGHT, TERMINAL, Direction, EventKind, TimelineEvent, TransferRecord, TransferStatus
 from transfers.models import Asset, Transfer, TransferEvent
 from transfers.snowflake import first_id_at
@@ -150,14 +151,17 @@ class OrmTransferStore(TransferStore):
         return TransferPage(items=items, next_cursor=str(items[-1].request_id) if has_more else None)
 
     def list_not_moved_since(
-        self, statuses: Collection[TransferStatus], updated_before_ms: int, limit: int
+        self, statuses: Collection[TransferStatus], updated_before_ms: int, limit: int,
+        users: UserShards = EVERY_USER,
     ) -> list[TransferRecord]:
         # A prepared statement, not a queryset: the relay asks this every RELAY_POLL_MS, mostly for nothing.
         wanted = sorted({TransferStatus(status).value for status in statuses})
-        if not wanted or limit <= 0:
+        if not wanted or limit <= 0 or not users.owned:
             return []
+        shards = () if users.everyone else sorted(users.owned)
         with connection.cursor() as cursor:
-            cursor.execute(_sql().not_moved_since(len(wanted)), (updated_before_ms, *wanted, limit))
+            cursor.execute(_sql().not_moved_since(len(wanted), len(shards)),
+                           (updated_before_ms, *wanted, *((users.count, *shards) if shards else ()), limit))
             return [_values_to_record(values) for values in cursor.fetchall()]
 
     # --- timeline ------------------------------------------------------------
@@ -292,6 +296,7 @@ class _Statements:
             f"JOIN {quote(Asset._meta.db_table)} a ON a.{column(Asset, 'id')} = t.{column(Transfer, 'asset')} "
             f"WHERE t.{column(Transfer, 'updated_at_ms')} < %s AND t.{column(Transfer, 'status')} IN "
         )
+        self._user_id = column(Transfer, "user_id")
         self._not_moved_since_tail = f" ORDER BY t.{column(Transfer, 'updated_at_ms')} LIMIT %s"
         event_columns = ("request_id", "at_ms", "kind", "detail", "actor", "process")
         self.insert_event = (
@@ -303,8 +308,11 @@ class _Statements:
     def compare_and_set(self, statuses: int) -> str:
         return self._cas + "(" + ", ".join(["%s"] * statuses) + ")"
 
-    def not_moved_since(self, statuses: int) -> str:
-        return self._not_moved_since + "(" + ", ".join(["%s"] * statuses) + ")" + self._not_moved_since_tail
+    def not_moved_since(self, statuses: int, shards: int) -> str:
+        """With `shards`: only users whose `user_id % count` is one of them (parameters: count, then shards)."""
+        of_users = f" AND t.{self._user_id} %% %s IN (" + ", ".join(["%s"] * shards) + ")" if shards else ""
+        return (self._not_moved_since + "(" + ", ".join(["%s"] * statuses) + ")" + of_users
+                + self._not_moved_since_tail)
 
 
 _statements: dict[str, _Statements] = {}

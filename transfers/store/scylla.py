@@ -68,6 +68,7 @@ import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from transfer_site.shards import EVERY_USER, UserShards
 from transfers.domain import IN_FLIGHT, TERMINAL, Direction, EventKind, TimelineEvent, TransferRecord, TransferStatus
 from transfers.store import scylla_connection
 from transfers.store.base import (
@@ -766,14 +767,15 @@ class ScyllaTransferStore(TransferStore):
         return TransferPage(items=items, next_cursor=encode_cursor(items[-1].request_id) if has_more else None)
 
     def list_not_moved_since(
-        self, statuses: Collection[TransferStatus], updated_before_ms: int, limit: int
+        self, statuses: Collection[TransferStatus], updated_before_ms: int, limit: int,
+        users: UserShards = EVERY_USER,
     ) -> list[TransferRecord]:
         # Only in-flight transfers can be stuck; terminal ones are never listed.
         wanted = {TransferStatus(status) for status in statuses} & IN_FLIGHT
-        if not wanted or limit <= 0:
+        if not wanted or limit <= 0 or not users.owned:
             return []
         entries = sorted(
-            self._scan_in_flight(wanted, updated_before_ms, limit),
+            self._scan_in_flight(wanted, updated_before_ms, limit, users),
             key=lambda entry: (entry.record.updated_at_ms, entry.record.request_id),
         )
         stuck: dict[int, TransferRecord] = {}
@@ -868,9 +870,9 @@ class ScyllaTransferStore(TransferStore):
             self._write_derived(current, previous=None, in_flight_row=False)
 
     def _scan_in_flight(
-        self, wanted: set[TransferStatus], updated_before_ms: int, limit: int
+        self, wanted: set[TransferStatus], updated_before_ms: int, limit: int, users: UserShards = EVERY_USER
     ) -> Iterator[StoredTransfer]:
-        """The oldest `limit` in-flight rows of each bucket with a wanted status."""
+        """The oldest `limit` in-flight rows of each bucket with a wanted status and one of `users`."""
         wanted_values = {status.value for status in wanted}
         futures = [
             self._execute_async("scan_in_flight", {"bucket": bucket, "before": updated_before_ms})
@@ -880,7 +882,7 @@ class ScyllaTransferStore(TransferStore):
             taken = 0
             for row in future.result():  # further pages are fetched as the rows are read
                 values = row_as_dict(row)
-                if values["status"] not in wanted_values:
+                if values["status"] not in wanted_values or not users.owns(values["user_id"]):
                     continue
                 yield stored_from_row(values)
                 taken += 1
