@@ -166,6 +166,8 @@ class KafkaShardClaim(ShardClaim):
             enable_auto_commit=False,
             metrics_enabled=False,
             metadata_max_age_ms=30_000,
+            # A copy learns of a rebalance from its next heartbeat, and owns nothing until it has rejoined.
+            heartbeat_interval_ms=1_000,
         )
         self._count = len(self._consumer.partitions_for_topic(topic) or ())
         if not self._count:
@@ -174,6 +176,7 @@ class KafkaShardClaim(ShardClaim):
         class TakeShards(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked):
                 claim._owned = frozenset()
+                logger.info("shards revoked", extra={"group_id": group_id})
 
             def on_partitions_assigned(self, assigned):
                 if assigned:

@@ -9,6 +9,9 @@ import gc
 import os
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+# Several copies on one host and port, the kernel spreading connections (the tests' copies; a
+# deployment puts a load balancer in front instead).
+reuse_port = os.environ.get("WEB_REUSE_PORT") == "1"
 workers = int(os.environ.get("WEB_WORKERS", "2"))
 threads = int(os.environ.get("WEB_THREADS", "4"))
 worker_class = "gthread"

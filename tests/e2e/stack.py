@@ -15,6 +15,12 @@ Every stack has servers of its own, or a private part of a shared one:
 * The transfer store: the database's tables; or, with TRANSFER_STORE=scylla,
   a private keyspace on the CQL node of SCYLLA_HOSTS, dropped afterwards.
 * Celery: CELERY_BROKER_URL (e.g. Redis) when set, with a queue of its own.
+
+With `copies=n` the processes that scale out (web, relay, bridge, settlement
+worker, UBSCore) run n copies each, named `relay`, `relay-2`, ...: the web
+copies share one port (SO_REUSEPORT) and have distinct snowflake worker ids,
+the Celery workers distinct node names; `start_process("relay-3")` starts one
+more at any time.
 """
 
 from __future__ import annotations
@@ -80,10 +86,16 @@ class Stack:
         "web": ([sys.executable, "-m", "gunicorn", "-c", "transfer_site/gunicorn.conf.py", "transfer_site.wsgi"], None),
     }
 
+    SCALED_OUT = ("web", "relay", "bridge", "worker", "ubscore")
+
     tigerbeetle_port: int | None = None
 
-    def __init__(self, var_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, var_dir: Path, extra_env: dict[str, str] | None = None, copies: int = 1) -> None:
         self.var_dir = var_dir
+        self.copies = copies
+        # Every copy of a process, started (and awaited) in this order.
+        self.names = [name if n == 1 else f"{name}-{n}" for name in self.PROCESSES
+                      for n in range(1, (copies if name in self.SCALED_OUT else 1) + 1)]
         self.run_id = uuid.uuid4().hex[:8]
         self.web_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.web_port}"
@@ -125,6 +137,8 @@ class Stack:
             API_RATE_LIMIT_TRANSFER="1000/second",
             API_RATE_LIMIT_READ="1000/second",
         )
+        if self.copies > 1:
+            env["WEB_REUSE_PORT"] = "1"  # the web copies listen on one port; the kernel spreads connections
         if env.get("LEDGER_BACKEND") == "tigerbeetle" and env.get("TIGERBEETLE_BIN"):
             # A replica of this stack's own, so balances never carry over
             # between stacks (ledger account ids are fixed per asset).
@@ -169,9 +183,9 @@ class Stack:
         if self.kafka_port:
             self._spawn("broker", [sys.executable, "-m", "transfer_site.devbroker", "--port", str(self.kafka_port)])
             wait_until(lambda: _port_open(self.kafka_port), 30, "the Kafka broker")
-        for name in self.PROCESSES:
+        for name in self.names:
             self.start_process(name)
-        for name in self.PROCESSES:
+        for name in self.names:
             self.wait_ready(name)
 
     def _start_tigerbeetle(self) -> None:
@@ -186,16 +200,27 @@ class Stack:
                                     "--development", str(data_file)])
         wait_until(lambda: _port_open(self.tigerbeetle_port), 60, "the TigerBeetle replica")
 
+    @staticmethod
+    def process_of(name: str) -> tuple[str, int]:
+        """("relay", 2) for "relay-2"; ("relay", 1) for "relay"."""
+        base, _, number = name.rpartition("-")
+        return (base, int(number)) if base and number.isdigit() else (name, 1)
+
     def start_process(self, name: str, extra_env: dict[str, str] | None = None) -> None:
-        """Start one process; `extra_env` (e.g. CRASH_AT) for this start only."""
-        command, _ = self.PROCESSES[name]
-        self._spawn(
-            name, [part % {"run": self.run_id} if "%(run)s" in part else part for part in command], extra_env
-        )
+        """Start one process (or copy: "relay-3"); `extra_env` (e.g. CRASH_AT) for this start only."""
+        base, number = self.process_of(name)
+        command, _ = self.PROCESSES[base]
+        node_suffix = "" if number == 1 else f"-{number}"  # a Celery worker copy's node name: e2e-<run>-2@host
+        command = [part.replace("@%%h", node_suffix + "@%%h") % {"run": self.run_id} if "%(run)s" in part else part
+                   for part in command]
+        copy_env = {}
+        if base == "web" and number > 1:  # request ids of distinct copies never collide
+            copy_env["SNOWFLAKE_WORKER_ID"] = str((number - 1) * int(self.env["WEB_WORKERS"]))
+        self._spawn(name, command, {**copy_env, **(extra_env or {})})
 
     def wait_ready(self, name: str, since_line: int = 0) -> None:
-        _, ready_line = self.PROCESSES.get(name, (None, None))
-        if name == "web":
+        _, ready_line = self.PROCESSES.get(self.process_of(name)[0], (None, None))
+        if self.process_of(name)[0] == "web":
             wait_until(self._web_healthy, STARTUP_TIMEOUT_SECONDS, "the web server's /ready")
         elif ready_line:
             wait_until(
