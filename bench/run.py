@@ -1,6 +1,6 @@
 """`make bench`: the service's throughput and latency, measured in one run.
 
-    .venv/bin/python -m bench [--soak-minutes 10] [--smoke] [--profile] [--out bench/results]
+    .venv/bin/python -m bench [--soak-minutes 10] [--copies 2] [--smoke] [--profile] [--out bench/results]
 
 Starts the whole stack as real processes on free loopback ports
 (tests/e2e/stack.py: broker, UBSCore, bridge, Celery worker and beat,
@@ -27,6 +27,10 @@ measures, with load from a separate process (bench/loadgen.py):
    record's updated_at_ms), and every transfer must end (none lost or stuck).
 4. memory: RSS of every process sampled through the run (and through an
    optional soak at the end-to-end rate), start/end/max, growth flagged.
+
+With `--copies n` every process that scales out (web, relay, bridge,
+settlement worker, UBSCore) runs n copies (tests/e2e/stack.py); CPU is then
+reported per copy.
 
 Prints a table and writes JSON to bench/results/bench-<timestamp>.json.
 """
@@ -138,11 +142,13 @@ class Bench:
                 "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
                 **passthrough,
             },
+            copies=args.copies,
         )
         self.sampler = MemorySampler(self._roots, interval=args.memory_interval)
         self.profiles: list[subprocess.Popen] = []
         self.accept_profiles: dict[str, list[Path]] = {"bare": [], "transfer": []}  # the web's, per slice
-        self.paused = ("worker",) if args.accept_alongside else PIPELINE
+        paused = ("worker",) if args.accept_alongside else PIPELINE
+        self.paused = tuple(name for name in self.stack.names if Stack.process_of(name)[0] in paused)
         self.tag = f"b{int(time.time())}"
         self.result: dict = {
             "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -180,6 +186,7 @@ class Bench:
             "web_workers": env.get("WEB_WORKERS"),
             "web_threads": env.get("WEB_THREADS", "4"),
             "users": args.users,
+            "copies": args.copies,
         }
         try:
             self.prepare()
@@ -594,7 +601,8 @@ def table(result: dict) -> str:
         f"Benchmark {result['timestamp']}  {m['cpu_count']} x {m['cpu_model']}  Python {m['python']}",
         f"database {s.get('database')}, ledger {s.get('ledger_backend')}, store {s.get('transfer_store')}, "
         f"bus {s.get('message_bus')}, celery {s.get('celery_broker')}, gunicorn {s.get('web_workers')} workers x "
-        f"{s.get('web_threads')} threads; load average at start {result['load_average_at_start']}",
+        f"{s.get('web_threads')} threads, {s.get('copies', 1)} cop{'y' if s.get('copies', 1) == 1 else 'ies'} of "
+        f"each process that scales out; load average at start {result['load_average_at_start']}",
         "",
     ]
     ok = verdicts(result)
@@ -715,6 +723,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "measures settlement, not the re-drive")
     parser.add_argument("--memory-interval", type=float, default=1.0)
     parser.add_argument("--phases", default="raw,accept,e2e", help="a subset to run, e.g. accept,e2e")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="copies of each process that scales out: web, relay, bridge, worker, UBSCore (1)")
     parser.add_argument("--profile", action="store_true", help="py-spy profiles of each phase (raw stacks)")
     parser.add_argument("--smoke", action="store_true", help="a few seconds of each phase (CI): checks it runs")
     parser.add_argument("--out", default=str(RESULTS_DIR))

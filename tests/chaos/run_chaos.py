@@ -41,6 +41,12 @@
    allowed (at-least-once) and counted; a missing event fails the run, with
    its stored event, deliveries and attempts printed.
 
+With CHAOS_COPIES=n (2 or 3) the web server, the relay, the bridge, the
+settlement worker and UBSCore run n copies each (tests/e2e/stack.py), all of
+them on the kill schedules; and a third of the way into the load one more
+copy of the relay, bridge, UBSCore and worker joins, to leave again (SIGTERM)
+two thirds in: every consumer group rebalances while transfers flow.
+
 With CHAOS_SERVER_FAULTS=1 (on the servers of `make services`: a real Kafka
 broker and TRANSFER_STORE=scylla on the Cassandra node) the servers fail too:
 the Kafka broker is SIGKILLed and restarted once, a third into the load, and
@@ -55,7 +61,7 @@ CHAOS_SECONDS (120), CHAOS_USERS (40), CHAOS_CLIENTS (16), CHAOS_KILL_INTERVAL
 (4, mean seconds between kills on each schedule), CHAOS_SEED (random),
 CHAOS_QUIESCE_SECONDS (600), CHAOS_KEEP (1: keep the stack's folder; it is
 kept anyway when a check fails), CHAOS_SERVER_FAULTS (0),
-CHAOS_WEBHOOK_SECONDS (120).
+CHAOS_WEBHOOK_SECONDS (120), CHAOS_COPIES (1).
 """
 
 from __future__ import annotations
@@ -93,6 +99,9 @@ ASSETS = {"USDT": 6, "BTC": 8, "ETH": 8}  # code -> decimals (transfers/migratio
 DEPOSIT_RANGE = {"USDT": (500, 5000), "BTC": (0.2, 3), "ETH": (1, 30)}  # whole units, per side
 FAST_KILL = ("web", "relay", "worker", "webhooks")
 SLOW_KILL = ("bridge", "ubscore")  # Kafka consumers: ~18 s until their partitions come back
+# CHAOS_COPIES >= 2: one more copy of each joins at the first fraction of the load period, leaves at the second.
+JOINING = ("relay", "bridge", "ubscore", "worker")
+JOIN_AT, LEAVE_AT = 0.4, 0.75
 # CHAOS_SERVER_FAULTS: each server SIGKILLed once, at this fraction of the load period.
 SERVER_KILLS = (("kafka", 1 / 3), ("cassandra", 2 / 3))
 REPLAYED_TOPICS = (topics.TRANSFER_REQUESTS, topics.BALANCE_OPERATIONS, topics.BALANCE_EVENTS)
@@ -121,6 +130,7 @@ class Config:
     keep: bool
     server_faults: bool
     webhook_seconds: float
+    copies: int
 
     @classmethod
     def from_args(cls) -> Config:
@@ -137,6 +147,7 @@ class Config:
         parser.add_argument("--server-faults", action="store_true",
                             default=env("CHAOS_SERVER_FAULTS", "") not in ("", "0"))
         parser.add_argument("--webhook-seconds", type=float, default=float(env("CHAOS_WEBHOOK_SECONDS", "120")))
+        parser.add_argument("--copies", type=int, default=int(env("CHAOS_COPIES", "1")))
         args = parser.parse_args()
         if args.server_faults and not (env("KAFKA_BOOTSTRAP_SERVERS") and env("TRANSFER_STORE") == "scylla"):
             parser.error("CHAOS_SERVER_FAULTS needs the servers of `make services`: "
@@ -145,8 +156,10 @@ class Config:
             parser.error("CHAOS_TRANSFERS 1..100000, CHAOS_USERS 1..10000, CHAOS_CLIENTS 1..64")
         if not 1 <= args.seconds <= 3600:
             parser.error("CHAOS_SECONDS 1..3600")
+        if not 1 <= args.copies <= 3:
+            parser.error("CHAOS_COPIES 1..3")
         return cls(args.transfers, args.seconds, args.users, args.clients, args.kill_interval, args.seed,
-                   args.quiesce_seconds, args.keep, args.server_faults, args.webhook_seconds)
+                   args.quiesce_seconds, args.keep, args.server_faults, args.webhook_seconds, args.copies)
 
 
 # --- The plan: what the clients will send ------------------------------------------
@@ -366,12 +379,18 @@ class Killer:
         self.kills: collections.Counter = collections.Counter()
         self.restart_errors: list[str] = []
         self.server_downtime: dict[str, float] = {}  # server -> seconds from SIGKILL to ready again
+        # Every copy of each process (stack.names: "relay", "relay-2", ...).
+        self.fast = tuple(n for n in stack.names if Stack.process_of(n)[0] in FAST_KILL)
+        self.slow = tuple(n for n in stack.names if Stack.process_of(n)[0] in SLOW_KILL)
+        self.joined: list[str] = []  # the copies that joined and left (CHAOS_COPIES >= 2)
         self.threads = [
-            threading.Thread(target=self._loop, args=(FAST_KILL, random.Random(rng.random())), daemon=True),
-            threading.Thread(target=self._loop, args=(SLOW_KILL, random.Random(rng.random())), daemon=True),
+            threading.Thread(target=self._loop, args=(self.fast, random.Random(rng.random())), daemon=True),
+            threading.Thread(target=self._loop, args=(self.slow, random.Random(rng.random())), daemon=True),
         ]
         if config.server_faults:
             self.threads.append(threading.Thread(target=self._kill_servers, daemon=True))
+        if config.copies >= 2:
+            self.threads.append(threading.Thread(target=self._join_and_leave, daemon=True))
 
     def start(self) -> None:
         for thread in self.threads:
@@ -384,7 +403,7 @@ class Killer:
                 order = rng.sample(names, len(names))
             name = order.pop()
             # Now and then a Kafka consumer is killed again before it is back in its group.
-            ready = names != SLOW_KILL or rng.random() < 0.7
+            ready = names is not self.slow or rng.random() < 0.7
             try:
                 self.stack.restart_process(name, sig=signal.SIGKILL, wait=ready)
                 self.kills[name] += 1
@@ -408,6 +427,27 @@ class Killer:
             else:
                 self.restart_errors.append(f"{name} (server): {result.stdout}{result.stderr}")
 
+    def _join_and_leave(self) -> None:
+        """One more copy of each of JOINING joins (every group rebalances), then leaves on SIGTERM."""
+        started = time.monotonic()
+        names = [f"{name}-{self.config.copies + 1}" for name in JOINING]
+        if self.stop.wait(JOIN_AT * self.config.seconds):
+            return
+        for name in names:
+            try:
+                self.stack.start_process(name)
+                self.joined.append(name)
+            except Exception as error:
+                self.restart_errors.append(f"{name} (joining): {error!r}")
+        if self.stop.wait(max(0.0, started + LEAVE_AT * self.config.seconds - time.monotonic())):
+            return
+        for name in names:
+            try:
+                self.stack.stop_process(name, signal.SIGTERM, timeout=60)
+                self.kills[f"{name} (joined, left on SIGTERM)"] += 1
+            except Exception as error:
+                self.restart_errors.append(f"{name} (leaving): {error!r}")
+
     def _ensure_running(self, name: str) -> None:
         process = self.stack.processes.get(name)
         if process is None or process.poll() is not None:
@@ -418,7 +458,7 @@ class Killer:
         self.stop.set()
         for thread in self.threads:
             thread.join(300)
-        for name in FAST_KILL + SLOW_KILL:
+        for name in self.fast + self.slow:
             process = self.stack.processes.get(name)
             if process is None or process.poll() is not None:
                 self.stack.restart_process(name, sig=signal.SIGKILL)
@@ -444,8 +484,9 @@ class Observer:
             for group in self.groups
         }
         self.reader = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=None, enable_auto_commit=False)
-        self._worker_log_offset = 0
-        self._worker_tasks: dict[str, tuple[int, bool]] = {}  # task id -> (main pid that received it, finished)
+        self._worker_log_offsets: dict[str, int] = {}  # worker copy -> bytes of its log read
+        # task id -> (worker copy, main pid that received it, finished)
+        self._worker_tasks: dict[str, tuple[str, int, bool]] = {}
 
     def lag(self) -> int:
         from kafka import TopicPartition
@@ -466,21 +507,24 @@ class Observer:
         if self.stack.env.get("CELERY_BROKER_URL", "filesystem://").startswith("filesystem://"):
             folder = self.stack.var_dir / "celery" / "queue"
             queued = sum(1 for name in os.listdir(folder) if name.endswith(f".{queue}.msg"))
-        self._read_worker_log()
-        process = self.stack.processes.get("worker")
-        main_pid = process.pid if process else None
-        running = sum(1 for pid, finished in self._worker_tasks.values() if pid == main_pid and not finished)
+        running = 0
+        for name in [n for n in self.stack.processes if Stack.process_of(n)[0] == "worker"]:
+            self._read_worker_log(name)
+            process = self.stack.processes.get(name)
+            main_pid = process.pid if process else None
+            running += sum(1 for copy, pid, finished in self._worker_tasks.values()
+                           if copy == name and pid == main_pid and not finished)
         return queued + running
 
-    def _read_worker_log(self) -> None:
-        path = self.stack.var_dir / "log" / "worker.log"
+    def _read_worker_log(self, name: str) -> None:
+        path = self.stack.var_dir / "log" / f"{name}.log"
         if not path.exists():
             return
         with path.open("rb") as file:
-            file.seek(self._worker_log_offset)
+            file.seek(self._worker_log_offsets.get(name, 0))
             chunk = file.read()
         complete = chunk[: chunk.rfind(b"\n") + 1]
-        self._worker_log_offset += len(complete)
+        self._worker_log_offsets[name] = self._worker_log_offsets.get(name, 0) + len(complete)
         for line in complete.splitlines():
             try:
                 record = json.loads(line)
@@ -491,10 +535,10 @@ class Observer:
                 continue
             if record.get("logger") == "celery.worker.strategy":  # "Task ...[id] received", by the main process
                 if data.get("name") in self.SETTLEMENT_TASKS:  # (the periodic re-drive is not waited for)
-                    self._worker_tasks[data["id"]] = (record.get("pid"), False)
+                    self._worker_tasks[data["id"]] = (name, record.get("pid"), False)
             elif data["id"] in self._worker_tasks:  # succeeded, failed or retry
-                pid, _ = self._worker_tasks[data["id"]]
-                self._worker_tasks[data["id"]] = (pid, True)
+                copy, pid, _ = self._worker_tasks[data["id"]]
+                self._worker_tasks[data["id"]] = (copy, pid, True)
 
     def wait_quiet(self, timeout: float, label: str) -> tuple[bool, float]:
         """Until nothing is in flight anywhere, twice in a row; (quiet, seconds waited)."""
@@ -777,12 +821,13 @@ def main() -> int:
     started = time.monotonic()
     phases: dict[str, float] = {}
     violations: list[str] = []
-    stack = Stack(var_dir, STACK_ENV)
+    stack = Stack(var_dir, STACK_ENV, copies=config.copies)
     observer = None
     webhooks = None
     print(f"chaos run: seed {config.seed}, {config.users} users, {config.transfers} transfers over "
           f"{config.seconds:.0f}s from {config.clients} clients, a kill every ~{config.kill_interval:.0f}s "
-          f"on each schedule; stack in {var_dir}", flush=True)
+          f"on each schedule, {config.copies} cop{'y' if config.copies == 1 else 'ies'} of each process that "
+          f"scales out; stack in {var_dir}", flush=True)
     try:
         t = time.monotonic()
         stack.start()
@@ -887,12 +932,14 @@ def print_summary(config, phases, killer, stats, planned, report, replayed, chan
     print(f"seed {config.seed} (CHAOS_SEED={config.seed} repeats the plan; kill timing differs)\n")
     print(table([[name, f"{seconds:.1f}"] for name, seconds in phases.items()], ["phase", "seconds"]))
 
-    kills = [[name, killer.kills[name]] for name in FAST_KILL] + [
+    kills = [[name, killer.kills[name]] for name in killer.fast] + [
         [name, f"{killer.kills[name]} ({killer.kills[f'{name} (before ready)']} of them before it was ready)"]
-        for name in SLOW_KILL]
+        for name in killer.slow]
+    kills += [[name, "joined, left on SIGTERM" if killer.kills[f"{name} (joined, left on SIGTERM)"] else "joined"]
+              for name in killer.joined]
     kills += [[f"{name} (server)", f"{killer.kills[f'{name} (server)']} (down {killer.server_downtime[name]:.0f}s)"]
               for name in killer.server_downtime]
-    total_kills = sum(killer.kills[name] for name in FAST_KILL + SLOW_KILL) + sum(
+    total_kills = sum(killer.kills[name] for name in killer.fast + killer.slow) + sum(
         killer.kills[f"{name} (server)"] for name, _ in SERVER_KILLS)
     print("\n" + table([*kills, ["total", total_kills]], ["process SIGKILLed + restarted", "times"]))
 
