@@ -169,9 +169,12 @@ class KafkaShardClaim(ShardClaim):
             # A copy learns of a rebalance from its next heartbeat, and owns nothing until it has rejoined.
             heartbeat_interval_ms=1_000,
         )
-        self._count = len(self._consumer.partitions_for_topic(topic) or ())
-        if not self._count:
-            raise BusUnavailable(f"no partitions for {topic}")
+        deadline = time.monotonic() + self.JOIN_TIMEOUT_MS / 1000
+        while not (partitions := self._consumer.partitions_for_topic(topic)):  # a broker coming back up
+            if time.monotonic() > deadline:
+                raise BusUnavailable(f"no partitions for {topic}")
+            time.sleep(0.5)
+        self._count = len(partitions)
 
         class TakeShards(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked):
@@ -187,7 +190,6 @@ class KafkaShardClaim(ShardClaim):
 
         self._consumer.subscribe([topic], listener=TakeShards())
         # The first join takes a few round trips; later calls only heartbeat and follow rebalances.
-        deadline = time.monotonic() + self.JOIN_TIMEOUT_MS / 1000
         while not self._consumer.assignment() and time.monotonic() < deadline:
             self._consumer.poll(timeout_ms=200)
 

@@ -104,7 +104,7 @@ def create_missing(admin, wanted: Iterable[TopicLayout]) -> list[str]:
 def connect_admin(timeout_seconds: float):
     """A Kafka admin client, waiting up to `timeout_seconds` for the broker to come up."""
     from kafka import KafkaAdminClient
-    from kafka.errors import NoBrokersAvailable
+    from kafka.errors import KafkaConnectionError, NoBrokersAvailable
 
     deadline = time.monotonic() + timeout_seconds
     while True:
@@ -112,7 +112,7 @@ def connect_admin(timeout_seconds: float):
             # Kafka 2.2's request versions (Metadata v7, which Kafka 4 still serves): from v8 kafka-python
             # parses each topic's authorized operations and fails on one the development broker reports.
             return KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, api_version=(2, 2))
-        except NoBrokersAvailable:
+        except (NoBrokersAvailable, KafkaConnectionError):  # down, or going down or up (seen in the chaos run)
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)

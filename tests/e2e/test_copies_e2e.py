@@ -197,3 +197,35 @@ def _first_messages_per_user(stack: Stack, users: set[int]) -> dict[tuple[int, s
     finally:
         reader.close()
     return order
+
+
+def test_relay_shard_claims_never_overlap_and_a_leaving_copys_shards_move_at_once(stack):
+    """KafkaShardClaim on the stack's broker: two claims in one group split the shards, never both owning one."""
+    from transfer_site.bus import KafkaShardClaim
+
+    topic = stack.topic("internal_transfer.requests")
+    group = stack.consumer_group(f"claims-{time.monotonic_ns()}")
+    first = KafkaShardClaim(stack.kafka_bootstrap, group, topic)
+    partitions = frozenset(range(first.current().count))
+    assert first.current().owned == partitions
+    joined: dict[str, KafkaShardClaim] = {}
+    joining = threading.Thread(target=lambda: joined.setdefault("second", KafkaShardClaim(
+        stack.kafka_bootstrap, group, topic)))
+    joining.start()
+    while joining.is_alive():  # the first copy goes on with its batches while the second joins
+        first.current()
+        time.sleep(0.02)
+    second = joined["second"]
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            mine, theirs = first.current().owned, second.current().owned
+            assert not mine & theirs, f"shards owned twice: {sorted(mine & theirs)}"
+            if mine and theirs and mine | theirs == partitions:
+                break
+            time.sleep(0.02)
+        assert mine and theirs and mine | theirs == partitions, (mine, theirs)
+    finally:
+        second.close()  # leaves the group: no session timeout to wait for
+    wait_until(lambda: first.current().owned == partitions, 30, "the first copy to take every shard again")
+    first.close()

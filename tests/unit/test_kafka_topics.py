@@ -3,6 +3,8 @@ tests/e2e/test_kafka_topics_e2e.py."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 
 from transfer_site import kafka_topics
@@ -60,3 +62,29 @@ def test_the_watch_ignores_a_topic_not_yet_in_the_metadata(settings, clock):
     watch = PartitionWatch(ConsumerMetadata({"a": 4}), ["a", "b"])
     clock[0] += PartitionWatch.CHECK_EVERY_SECONDS
     assert watch.changed() == []
+
+
+def test_connecting_waits_while_the_broker_refuses_connections(settings):
+    """A process started while Kafka restarts waits for it instead of crashing (seen in the chaos run)."""
+    from kafka.errors import KafkaConnectionError, NoBrokersAvailable
+
+    admin = object()
+    attempts = [NoBrokersAvailable(), KafkaConnectionError("Connection to bootstrap-0 failed."), admin]
+
+    def connect(**_options):
+        outcome = attempts.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    with mock.patch("kafka.KafkaAdminClient", side_effect=connect), mock.patch("time.sleep"):
+        assert kafka_topics.connect_admin(timeout_seconds=60) is admin
+    assert attempts == []
+
+
+def test_connecting_gives_up_after_its_timeout(settings):
+    from kafka.errors import KafkaConnectionError
+
+    with mock.patch("kafka.KafkaAdminClient", side_effect=KafkaConnectionError("refused")), \
+            mock.patch("time.sleep"), pytest.raises(KafkaConnectionError):
+        kafka_topics.connect_admin(timeout_seconds=0)

@@ -276,3 +276,60 @@ def test_spot_total_by_asset_sums_available_and_frozen_over_users(user_id, next_
     after = spot_total_by_asset()
     assert after.get(USDT, 0) - before.get(USDT, 0) == 100 + 50 + 20 - 30
     assert after.get(BTC, 0) - before.get(BTC, 0) == 9
+
+
+# --- Two UBSCore copies on one batch at once (a rebalance mid-batch) ---------------------------
+
+
+def _race(batches: list[list[BalanceOperation]]) -> list[list[BalanceEvent] | BaseException]:
+    """Apply each batch in its own thread and connection, all starting at once; each answer or error."""
+    import threading
+
+    from django.db import connections
+
+    barrier = threading.Barrier(len(batches))
+    results: list[list[BalanceEvent] | BaseException] = [RuntimeError("not run")] * len(batches)
+
+    def apply(index: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[index] = apply_operations(batches[index])
+        except BaseException as error:  # a copy whose batch failed reads it again: done below
+            results[index] = error
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=apply, args=(index,)) for index in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_copies_applying_one_batch_at_once_apply_each_ref_id_once(user_id, next_ref):
+    deposit = op(next_ref(), "Deposit", user_id, 1_000)
+    apply_operations([deposit])
+    for _ in range(10):
+        batch = [op(next_ref(), "TransferOut", user_id, 30), op(next_ref(), "TransferIn", user_id, 7)]
+        before = available(user_id)
+        results = _race([batch, batch])
+        assert any(isinstance(result, list) for result in results), results
+        # The copy that failed (its insert of the answers collided) handles the batch again, as a consumer does.
+        assert apply_operations(batch) == [applied(operation) for operation in batch]
+        assert available(user_id) == before - 30 + 7
+        assert AppliedOperation.objects.filter(ref_id__in=[o.ref_id for o in batch]).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_copies_debiting_one_balance_at_once_never_take_it_below_zero(user_id, next_ref):
+    apply_operations([op(next_ref(), "Deposit", user_id, 100)])
+    first, second = op(next_ref(), "TransferOut", user_id, 100), op(next_ref(), "TransferOut", user_id, 100)
+    results = _race([[first], [second]])
+    for index, result in enumerate(results):  # a failed batch is handled again
+        if isinstance(result, BaseException):
+            results[index] = apply_operations([(first, second)[index]])
+    answers = sorted(result[0].status for result in results)
+    assert answers == ["applied", "rejected"], results
+    assert available(user_id) == 0
