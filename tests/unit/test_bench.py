@@ -190,8 +190,9 @@ import bench.run
 MARKS = Path(sys.argv[1])
 
 class FakeStack:
-    def __init__(self, var_dir, extra_env=None):
+    def __init__(self, var_dir, extra_env=None, copies=1):
         self.processes = {}
+        self.names = []
     def start(self):
         (MARKS / "started").touch()
         {start}
