@@ -49,7 +49,7 @@ def copies_stack(tmp_path_factory):
         stack.start()
         yield stack
     finally:
-        stack.stop()
+        stack.stop(sig=signal.SIGKILL)  # twelve processes: a graceful stop of each took 46 s; nothing is kept
 
 
 def test_two_copies_of_every_process_move_each_transfer_once_and_keep_each_users_order(copies_stack):
