@@ -1188,3 +1188,31 @@ def test_admin_page_needs_staff_with_the_view_permission(client, django_user_mod
         user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
         client.force_login(user)
         assert client.get("/admin/transfers/store/").status_code == 403
+
+
+def test_concurrent_first_queries_of_a_process_all_get_the_session(monkeypatch):
+    """cqlengine's lazy connect says "connected" before its session exists; no thread may see None."""
+    import threading
+    import time
+
+    class LazyConnection:  # as cqlengine's Connection.handle_lazy_connect behaves
+        def __init__(self) -> None:
+            self.lazy_connect, self._session = True, None
+
+        @property
+        def session(self):
+            if self.lazy_connect:
+                self.lazy_connect = False  # first, then the connect, which takes a while
+                time.sleep(0.2)
+                self._session = "the session"
+            return self._session
+
+    monkeypatch.setattr(scylla_connection, "_connections", {scylla_connection.FALLBACK_ALIAS: LazyConnection()})
+    monkeypatch.setattr(scylla_connection, "database_alias", lambda: None)
+    sessions: list = []
+    threads = [threading.Thread(target=lambda: sessions.append(scylla_connection.get_session())) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sessions == ["the session"] * 4

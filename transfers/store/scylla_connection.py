@@ -55,6 +55,8 @@ _KEYSPACE_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}", re.ASCII)
 
 _connections_lock = threading.Lock()
 _connections: dict[str, Any] = {}  # alias -> django_cassandra_engine CassandraConnection
+# One thread at a time through the driver's lazy connect (get_session).
+_session_lock = threading.Lock()
 
 
 def keyspace_name(name: str | None = None) -> str:
@@ -140,7 +142,14 @@ def get_session() -> Any:
     (scylla_schema.create_test_keyspace).
     """
     alias = database_alias()
-    return _connection(alias or FALLBACK_ALIAS).session
+    # cqlengine's lazy connect marks the connection connected before its session exists, so a
+    # second thread asking meanwhile got None: a fresh gunicorn worker's first concurrent
+    # requests answered 500 (seen with two web copies). The store keeps the session once it has it.
+    with _session_lock:
+        session = _connection(alias or FALLBACK_ALIAS).session
+    if session is None:
+        raise ImproperlyConfigured(f"the ScyllaDB connection {alias or FALLBACK_ALIAS!r} has no session")
+    return session
 
 
 def database_entry(alias: str | None) -> dict[str, Any]:
