@@ -43,9 +43,9 @@
 
 With CHAOS_COPIES=n (2 or 3) the web server, the relay, the bridge, the
 settlement worker and UBSCore run n copies each (tests/e2e/stack.py), all of
-them on the kill schedules; and a third of the way into the load one more
-copy of the relay, bridge, UBSCore and worker joins, to leave again (SIGTERM)
-two thirds in: every consumer group rebalances while transfers flow.
+them on the kill schedules; and at JOIN_AT (40%) of the load one more copy
+of the relay, bridge, UBSCore and worker joins, to leave again (SIGTERM) at
+LEAVE_AT (75%): every consumer group rebalances while transfers flow.
 
 With CHAOS_SERVER_FAULTS=1 (on the servers of `make services`: a real Kafka
 broker and TRANSFER_STORE=scylla on the Cassandra node) the servers fail too:

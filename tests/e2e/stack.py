@@ -219,8 +219,9 @@ class Stack:
         self._spawn(name, command, {**copy_env, **(extra_env or {})})
 
     def wait_ready(self, name: str, since_line: int = 0) -> None:
-        _, ready_line = self.PROCESSES.get(self.process_of(name)[0], (None, None))
-        if self.process_of(name)[0] == "web":
+        base, _ = self.process_of(name)
+        _, ready_line = self.PROCESSES.get(base, (None, None))
+        if base == "web":
             wait_until(self._web_healthy, STARTUP_TIMEOUT_SECONDS, "the web server's /ready")
         elif ready_line:
             wait_until(

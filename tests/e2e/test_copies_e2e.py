@@ -135,7 +135,7 @@ def _assignments(stack: Stack, name: str) -> list[tuple[int, frozenset[int]]]:
 
 def _shards_settled(stack: Stack, names: list[str], partitions: int) -> bool:
     """Every copy owns some shards, and together each shard once."""
-    latest = [_assignments(stack, name)[-1][1] if _assignments(stack, name) else frozenset() for name in names]
+    latest = [(_assignments(stack, name) or [(0, frozenset())])[-1][1] for name in names]
     return all(latest) and sorted(shard for shards in latest for shard in shards) == list(range(partitions))
 
 
