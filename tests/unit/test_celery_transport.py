@@ -2,6 +2,7 @@
 
 import os
 import threading
+import time
 from queue import Empty
 
 import pytest
@@ -58,3 +59,42 @@ def test_every_message_arrives_whole(tmp_path):
 def test_stock_transport_hands_out_half_written_files(tmp_path):
     _, errors = race_writer_against_reader(filesystem.Transport, tmp_path)
     assert errors
+
+
+def test_a_waiting_consumer_wakes_when_a_message_arrives_not_at_its_next_poll(tmp_path):
+    # A 5-second interval: a consumer that slept between looks would get the message seconds late.
+    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path), "wake_interval": 5.0,
+               "polling_interval": 5.0, "control_folder": str(tmp_path / "control")}
+    with Connection(transport=Transport, transport_options=options) as consumer_connection:
+        queue = consumer_connection.SimpleQueue("settlement")
+        sent_at: list[float] = []
+
+        def send_later():
+            time.sleep(0.3)
+            with Connection(transport=Transport, transport_options=options) as producer_connection:
+                sent_at.append(time.monotonic())
+                producer_connection.SimpleQueue("settlement").put({"n": 1})
+
+        sender = threading.Thread(target=send_later)
+        sender.start()
+        message = queue.get(block=True, timeout=10)
+        received_at = time.monotonic()
+        sender.join()
+        message.ack()
+
+    assert message.payload == {"n": 1}
+    assert received_at - sent_at[0] < 0.5
+
+
+def test_an_idle_consumer_sleeps_instead_of_polling(tmp_path):
+    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path), "wake_interval": 5.0,
+               "control_folder": str(tmp_path / "control")}
+    with Connection(transport=Transport, transport_options=options) as connection:
+        queue = connection.SimpleQueue("settlement")
+        cpu_before, started = time.process_time(), time.monotonic()
+        with pytest.raises(Empty):
+            queue.get(block=True, timeout=1.0)
+        waited, cpu = time.monotonic() - started, time.process_time() - cpu_before
+
+    assert 0.9 <= waited < 2.0  # the caller's timeout is kept
+    assert cpu < 0.05  # a folder listing every 50 ms would cost more, and one per ms far more
