@@ -188,7 +188,9 @@ CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "settlement")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+# 1: a worker process holds only the task it runs, so a task waiting in the broker is one no process
+# has taken -- the bridge's signal that settlement is behind (settlement/queue.py).
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -197,6 +199,9 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # --- The outbox relay (transfers/relay.py) ----------------------------------
 # Idle, the relay looks for newly accepted transfers this often; with a backlog it goes on at once.
 RELAY_POLL_MS = int(os.environ.get("RELAY_POLL_MS", "20"))
+# ...doubling after each poll that finds nothing, up to this (the idle relay's cost, and the most
+# the first transfer after a quiet spell waits to be published).
+RELAY_IDLE_POLL_MS = int(os.environ.get("RELAY_IDLE_POLL_MS", "160"))
 RELAY_BATCH_SIZE = int(os.environ.get("RELAY_BATCH_SIZE", "500"))
 
 # --- Settlement -------------------------------------------------------------
@@ -419,5 +424,9 @@ BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
 KAFKA_PRODUCER_LINGER_MS = int(os.environ.get("KAFKA_PRODUCER_LINGER_MS", "0"))
 # Kafka consumers: a fetch waits at most this long at the broker for new messages (kafka-python: 500)...
 KAFKA_CONSUMER_FETCH_MAX_WAIT_MS = int(os.environ.get("KAFKA_CONSUMER_FETCH_MAX_WAIT_MS", "25"))
-# ...and a batch gathers what arrives within this long after its first message (bridge, UBSCore).
-KAFKA_CONSUMER_LINGER_MS = int(os.environ.get("KAFKA_CONSUMER_LINGER_MS", "50"))
+# ...while messages flow; once a poll found nothing, this long (no fetch 40 times a second for nothing;
+# transfer_site.bus.FetchWait says why both).
+KAFKA_CONSUMER_IDLE_FETCH_MAX_WAIT_MS = int(os.environ.get("KAFKA_CONSUMER_IDLE_FETCH_MAX_WAIT_MS", "500"))
+# ...and the bridge's batch gathers what arrives for at most this long after its first message, and
+# only while settlement tasks wait in the Celery broker (settlement/queue.py); UBSCore does not linger.
+KAFKA_CONSUMER_LINGER_MS = int(os.environ.get("KAFKA_CONSUMER_LINGER_MS", "100"))

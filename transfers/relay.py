@@ -97,7 +97,11 @@ class TransferRelay:
         return len(records)
 
     def run(self, stop: StopFlag) -> None:
-        """Relay until `stop`: at once while there is a backlog, every `RELAY_POLL_MS` when idle."""
+        """Relay until `stop`: at once while there is a backlog, every `RELAY_POLL_MS` while transfers come.
+
+        Each poll that finds nothing doubles the pause, up to `RELAY_IDLE_POLL_MS`: an idle relay
+        costs next to nothing, and the first transfer after a quiet spell waits at most that long.
+        """
         poll_seconds = settings.RELAY_POLL_MS / 1000
         retry_seconds = _FIRST_RETRY_SECONDS
         claim = self.bus.claim_shards(topics.RELAY_GROUP)
@@ -110,6 +114,8 @@ class TransferRelay:
         logger.info("relay stopped")
 
     def _run(self, stop: StopFlag, claim: ShardClaim, poll_seconds: float, retry_seconds: float) -> None:
+        idle_seconds = max(poll_seconds, settings.RELAY_IDLE_POLL_MS / 1000)
+        pause_seconds = poll_seconds
         while not stop.stopped:
             users = claim.current()
             if not users.owned:  # a rebalance in progress, or more copies than shards
@@ -128,7 +134,11 @@ class TransferRelay:
                 retry_seconds = min(retry_seconds * 2, _LONGEST_RETRY_SECONDS)
                 continue
             retry_seconds = _FIRST_RETRY_SECONDS
-            if relayed < self.batch_size:
+            if relayed == 0:
+                stop.sleep(pause_seconds)
+                pause_seconds = min(pause_seconds * 2, idle_seconds)
+            elif relayed < self.batch_size:
+                pause_seconds = poll_seconds
                 stop.sleep(poll_seconds)
 
 

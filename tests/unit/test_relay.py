@@ -209,3 +209,28 @@ def test_a_copy_without_shards_publishes_nothing(store, bus):
     assert TransferRelay(store, bus).relay_batch(UserShards(4, frozenset())) == 0
     assert bus.published == []
     assert status_of(store, record) is TransferStatus.REQUESTING
+
+
+class StopThatAcceptsOnce(CountedStop):
+    """Accepts one transfer during its `at`-th sleep (a user sends one after a quiet spell)."""
+
+    def __init__(self, sleeps: int, at: int, accept) -> None:
+        super().__init__(sleeps)
+        self._at, self._accept = at, accept
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if len(self.slept) == self._at:
+            self._accept()
+
+
+def test_an_idle_relay_polls_less_and_less_often_and_often_again_once_transfers_come(store, bus, settings):
+    settings.RELAY_POLL_MS = 20
+    settings.RELAY_IDLE_POLL_MS = 160
+    stop = StopThatAcceptsOnce(sleeps=9, at=5, accept=lambda: accepted(store, Direction.SPOT_TO_FUNDING))
+    TransferRelay(store, bus).run(stop)
+
+    # Nothing: 20 ms doubling up to 160 ms; the transfer accepted meanwhile is published at the next
+    # poll, and polling is quick again.
+    assert stop.slept == [0.02, 0.04, 0.08, 0.16, 0.16, 0.02, 0.02, 0.04, 0.08]
+    assert len(bus.published) == 1
