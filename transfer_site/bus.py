@@ -256,6 +256,8 @@ def run_consumer(
     topic_names: Sequence[str],
     handle_batch: Callable[[list[Delivery]], None],
     max_records: int | None = None,
+    linger_ms: int | None = None,
+    downstream_idle: Callable[[], bool] | None = None,
 ) -> None:
     """Consume `topic_names` in group `group_id` until SIGTERM/SIGINT.
 
@@ -263,6 +265,13 @@ def run_consumer(
     Malformed ones go to the dead-letter topic instead, with the reason, so
     they never block their partition. Offsets are committed only after
     `handle_batch` returns; if it raises, the same messages are handled again.
+
+    `linger_ms` (default KAFKA_CONSUMER_LINGER_MS): how long a batch may
+    gather after its first message; 0 for a handler that does the work itself,
+    whose next poll takes whatever arrived meanwhile (batches grow with the
+    load). With `downstream_idle` (the bridge: "is the settlement queue
+    empty?") a batch goes at once while the work downstream keeps up, and
+    gathers, up to the linger, only while it does not.
     """
     from kafka import KafkaConsumer
     from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -291,8 +300,10 @@ def run_consumer(
         metrics_enabled=False,  # never read; as for the producer, recording them costs CPU per fetch
         metadata_max_age_ms=30_000,  # so a changed partition count is seen within half a minute
     )
+    fetch_wait = FetchWait(consumer)
     partition_watch = kafka_topics.PartitionWatch(consumer, topic_names)
     batch_limit = max_records or settings.KAFKA_CONSUMER_MAX_RECORDS
+    linger_seconds = (settings.KAFKA_CONSUMER_LINGER_MS if linger_ms is None else linger_ms) / 1000
     consumer.subscribe(list(topic_names), listener=LogAssignments())
     retry_delay = 0.2
     logger.info("consumer started", extra={"group_id": group_id, "topics": list(topic_names)})
@@ -303,9 +314,10 @@ def run_consumer(
                 logger.critical("partition count changed under the consumer; stopping", extra={"topics": changed})
                 raise SystemExit("partition count changed: " + "; ".join(changed))
             polled = consumer.poll(timeout_ms=200)
+            fetch_wait.after_poll(bool(polled))
             if not polled:
                 continue
-            polled = _linger(consumer, polled, batch_limit, stop)
+            polled = _linger(consumer, polled, batch_limit, linger_seconds, stop, downstream_idle)
             batch_start = {tp: records[0].offset for tp, records in polled.items()}
             try:
                 deliveries = _decode_or_dead_letter(polled)
@@ -325,26 +337,71 @@ def run_consumer(
         logger.info("consumer stopped", extra={"group_id": group_id})
 
 
-def _linger(consumer, polled: dict, limit: int, stop: StopFlag) -> dict:
-    """Keep polling for KAFKA_CONSUMER_LINGER_MS after the first message, up to `limit` records: one batch.
+class FetchWait:
+    """How long the broker may hold a consumer's fetch: short while messages flow, long once idle.
 
-    Fetches return as soon as there is anything (low latency at low load);
-    gathering what arrives within the linger makes the handler's batches -- a
-    Celery task, a UBSCore transaction -- a few per linger period instead of one
-    per fetch. Records keep their partition order; the batch is committed, or
-    sought back to, as one.
+    The development broker (Tansu) answers a fetch that waits for new data at
+    the end of its wait, not when a message arrives, while messages keep coming:
+    under load the wait is how late a message is seen, so it is short there
+    (KAFKA_CONSUMER_FETCH_MAX_WAIT_MS). An idle consumer with that wait sends a
+    fetch 40 times a second for nothing; after a poll that found nothing it
+    waits KAFKA_CONSUMER_IDLE_FETCH_MAX_WAIT_MS instead, and the first message
+    after the quiet still comes back at once (both brokers answer a fetch early
+    when data arrives at an idle partition). Kafka answers early in both cases.
+    kafka-python reads the wait from its fetcher's config for every fetch it
+    builds; it has no public setter.
     """
-    linger_seconds = settings.KAFKA_CONSUMER_LINGER_MS / 1000
+
+    def __init__(self, consumer) -> None:
+        self._config = consumer._fetcher.config
+        self.busy_ms = settings.KAFKA_CONSUMER_FETCH_MAX_WAIT_MS
+        self.idle_ms = max(self.busy_ms, settings.KAFKA_CONSUMER_IDLE_FETCH_MAX_WAIT_MS)
+        self._config["fetch_max_wait_ms"] = self.busy_ms
+
+    @property
+    def current_ms(self) -> int:
+        return self._config["fetch_max_wait_ms"]
+
+    def after_poll(self, found_messages: bool) -> None:
+        self._config["fetch_max_wait_ms"] = self.busy_ms if found_messages else self.idle_ms
+
+
+# While the work downstream is behind, a lingering batch looks again this often whether it may go.
+DOWNSTREAM_CHECK_SECONDS = 0.005
+
+
+def _linger(
+    consumer,
+    polled: dict,
+    limit: int,
+    linger_seconds: float,
+    stop: StopFlag,
+    downstream_idle: Callable[[], bool] | None = None,
+) -> dict:
+    """Keep polling for up to `linger_seconds` after the first message, up to `limit` records: one batch.
+
+    Each batch handed over costs the handler a fixed price (a Celery task's
+    transactions and publish); gathering makes it one price for many
+    messages. Without `downstream_idle` the batch gathers the whole linger.
+    With it, the batch goes as soon as the work downstream is idle: at low
+    load at once (no linger in the latency), under load when the worker is
+    free again, so batches grow with the backlog instead of the worker's queue
+    filling with small tasks. Records keep their partition order; the batch is
+    committed, or sought back to, as one.
+    """
     count = sum(len(records) for records in polled.values())
     if linger_seconds <= 0 or count >= limit:
         return polled
     merged = {tp: list(records) for tp, records in polled.items()}
     deadline = time.monotonic() + linger_seconds
     while count < limit and not stop.stopped:
-        remaining_ms = int((deadline - time.monotonic()) * 1000)
-        if remaining_ms <= 0:
+        if downstream_idle is not None and downstream_idle():
             break
-        for tp, records in consumer.poll(timeout_ms=remaining_ms, max_records=limit - count).items():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        wait = remaining if downstream_idle is None else min(remaining, DOWNSTREAM_CHECK_SECONDS)
+        for tp, records in consumer.poll(timeout_ms=max(1, int(wait * 1000)), max_records=limit - count).items():
             merged.setdefault(tp, []).extend(records)
             count += len(records)
     return merged

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from settlement import tasks
+from settlement.queue import SettlementQueue
 from transfer_site import topics
 from transfer_site.bus import Delivery, run_consumer
 from transfer_site.logging import log_context
@@ -46,8 +47,14 @@ class Command(BaseCommand):
     help = "Run the Kafka -> Celery bridge for settlement (transfer requests and balance events)."
 
     def handle(self, *args: object, **options: object) -> None:
-        run_consumer(
-            group_id=topics.consumer_group(settings.SETTLEMENT_CONSUMER_GROUP),
-            topic_names=[topics.TRANSFER_REQUESTS, topics.BALANCE_EVENTS],
-            handle_batch=hand_over,
-        )
+        settlement_queue = SettlementQueue()
+        try:
+            run_consumer(
+                group_id=topics.consumer_group(settings.SETTLEMENT_CONSUMER_GROUP),
+                topic_names=[topics.TRANSFER_REQUESTS, topics.BALANCE_EVENTS],
+                handle_batch=hand_over,
+                # A batch goes at once while the worker keeps up, and grows while it does not.
+                downstream_idle=settlement_queue.is_idle,
+            )
+        finally:
+            settlement_queue.close()

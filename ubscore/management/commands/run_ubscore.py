@@ -32,5 +32,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         run_consumer(
-            group_id=topics.UBSCORE_GROUP, topic_names=[topics.BALANCE_OPERATIONS], handle_batch=handle_operations
+            group_id=topics.UBSCORE_GROUP,
+            topic_names=[topics.BALANCE_OPERATIONS],
+            handle_batch=handle_operations,
+            # No linger: a batch is one transaction and one publish here, done before the next poll,
+            # so whatever arrives meanwhile is the next batch (batches grow with the load by themselves).
+            linger_ms=0,
         )
