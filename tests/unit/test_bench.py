@@ -16,7 +16,7 @@ import pytest
 
 from bench import loadgen, profile_summary
 from bench.memory import MemorySampler, summarize
-from bench.run import latency_summary, percentile, table, verdicts
+from bench.run import latency_summary, percentile, soak_windows, stack_kind, table, verdicts
 
 
 def test_percentile_is_nearest_rank():
@@ -260,3 +260,46 @@ def test_a_relay_that_never_drains_fails_the_run(monkeypatch):
     bench.store = StoreWithRequesting(polls=None)
     with pytest.raises(RuntimeError, match="relay left transfers requesting"):
         bench._count_relay_drain({"completed": 1, "elapsed_s": 1.0, "throughput_rps": 1.0})
+
+
+EMBEDDED = {"database": "sqlite", "ledger_backend": "sql", "transfer_store": "orm",
+            "message_bus": "kafka (Tansu, in memory)", "celery_broker": "filesystem://"}
+PRODUCTION_LIKE = {"database": "postgresql", "ledger_backend": "sql", "transfer_store": "orm",
+                   "message_bus": "kafka (127.0.0.1:9092)", "celery_broker": "redis://127.0.0.1:6379/0"}
+
+
+def test_each_stack_is_judged_by_its_own_latency_targets():
+    assert stack_kind(EMBEDDED) == "embedded"
+    assert stack_kind(PRODUCTION_LIKE) == "production-like"
+    assert stack_kind({**PRODUCTION_LIKE, "transfer_store": "scylla"}) == "other"
+    assert stack_kind({**EMBEDDED, "celery_broker": "redis://x"}) == "other"
+
+    def run(p50: float, p99: float) -> dict:
+        return {"end_to_end_latency": {"p50_ms": p50, "p99_ms": p99}, "lost": 0, "stuck": 0}
+
+    # 80 / 250 ms meets the embedded targets (100 / 300) and misses the production-like ones (40 / 150).
+    assert verdicts({"settings": EMBEDDED, "end_to_end": run(80, 250)})["end_to_end"]
+    assert not verdicts({"settings": PRODUCTION_LIKE, "end_to_end": run(80, 250)})["end_to_end"]
+    assert verdicts({"settings": PRODUCTION_LIKE, "end_to_end": run(30, 140)})["end_to_end"]
+    # A transfer lost or stuck misses whatever the latency.
+    assert not verdicts({"settings": EMBEDDED, "end_to_end": {**run(10, 20), "stuck": 1}})["end_to_end"]
+
+
+def test_the_burst_idle_and_soak_figures_get_verdicts_when_measured():
+    burst = {"end_to_end_latency": {"p50_ms": 500.0, "p99_ms": 1500.0}, "lost": 0, "stuck": 0}
+    idle = {"total_cpu_percent_of_one_core": 3.0}
+    soak = {"windows": {"first_p99_ms": 200.0, "last_p99_ms": 400.0, "last_to_first": 2.0}}
+    judged = verdicts({"settings": EMBEDDED, "burst": burst, "idle": idle, "soak": soak})
+    assert judged["burst"] is True  # embedded: p99 <= 2 s
+    assert judged["idle"] is True
+    assert judged["soak_no_drift"] is False
+    assert verdicts({"settings": PRODUCTION_LIKE, "burst": burst})["burst"] is False  # p99 <= 1 s
+    assert verdicts({"settings": EMBEDDED, "idle": {"total_cpu_percent_of_one_core": 12.0}})["idle"] is False
+    assert "burst" not in verdicts({"settings": EMBEDDED})
+
+
+def test_a_soak_compares_its_last_five_minutes_with_its_first():
+    minutes = {minute: [100.0 + 10 * minute] * 100 for minute in range(30)}  # slower every minute
+    windows = soak_windows(minutes, 30)
+    assert windows == {"minutes": 5, "first_p99_ms": 140.0, "last_p99_ms": 390.0, "last_to_first": 2.79}
+    assert soak_windows(minutes, 9) is None  # too short for two windows
