@@ -59,6 +59,7 @@ import dataclasses
 import os
 import threading
 import time
+import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
@@ -123,6 +124,33 @@ _T = TypeVar("_T")
 
 
 # --- Column encodings ---------------------------------------------------------
+
+
+# SQL text of the ledger's hot reads, compiled once per (database alias, query shape) by the ORM.
+# Building a queryset's SQL cost more CPU than running it: 8-12 reads per create_transfers call,
+# most of a small batch's ledger time (docs/architecture.md "Performance").
+_COMPILED_SQL: dict[tuple, str] = {}
+_COMPILED_SQL_LOCK = threading.Lock()
+
+
+def _rows(using: str, shape: tuple, build: Callable[[], object], params: Sequence[object]) -> list[tuple]:
+    """Run `build()`'s SQL with `params`: the ORM compiles it the first time a shape is seen, and the
+    parameters given here must be the ones it bound (so the text can be reused with new values)."""
+    key = (using, *shape)
+    sql = _COMPILED_SQL.get(key)
+    if sql is None:
+        sql, orm_params = build().query.get_compiler(using=using).as_sql()
+        if list(orm_params) != list(params):
+            raise AssertionError(f"the ORM bound {orm_params!r} for {shape!r}, not {list(params)!r}")
+        with _COMPILED_SQL_LOCK:
+            _COMPILED_SQL[key] = sql
+    with transaction.get_connection(using).cursor() as cursor:
+        cursor.execute(sql, list(params))
+        return cursor.fetchall()
+
+
+_ACCOUNT_FIELDS = tuple(field.attname for field in LedgerAccount._meta.concrete_fields)
+_TRANSFER_FIELDS = tuple(field.attname for field in LedgerTransfer._meta.concrete_fields)
 
 
 def _hex(value: int) -> str:
@@ -192,6 +220,11 @@ class _AccountRow:
     credits_pending: int
     credits_posted: int
     timestamp: int
+
+    @classmethod
+    def from_values(cls, values: tuple) -> _AccountRow:
+        """From a row of LedgerAccount's columns in _ACCOUNT_FIELDS order."""
+        return cls.from_model(types.SimpleNamespace(**dict(zip(_ACCOUNT_FIELDS, values, strict=True))))
 
     @classmethod
     def from_model(cls, m: LedgerAccount) -> _AccountRow:
@@ -273,6 +306,11 @@ class _TransferRow:
     timestamp: int
     pending_status: int = PendingStatus.NONE
     expires_at: int | None = None
+
+    @classmethod
+    def from_values(cls, values: tuple) -> _TransferRow:
+        """From a row of LedgerTransfer's columns in _TRANSFER_FIELDS order."""
+        return cls.from_model(types.SimpleNamespace(**dict(zip(_TRANSFER_FIELDS, values, strict=True))))
 
     @classmethod
     def from_model(cls, m: LedgerTransfer) -> _TransferRow:
@@ -975,20 +1013,18 @@ class SqlFundingLedger(FundingLedger):
         _validate_ids(ids)
         found: dict[int, Account] = {}
         with _database_errors():
-            for chunk in _chunks(sorted({_hex(i) for i in ids}), self._chunk_size()):
-                for row in LedgerAccount.objects.using(self.using).filter(id__in=chunk):
-                    account = _AccountRow.from_model(row).to_account()
-                    found[account.id] = account
+            for account_row in self._read_accounts(sorted({_hex(i) for i in ids}), lock=False):
+                account = account_row.to_account()
+                found[account.id] = account
         return [found[i] for i in ids if i in found]
 
     def lookup_transfers(self, ids: Sequence[int]) -> list[Transfer]:
         _validate_ids(ids)
         found: dict[int, Transfer] = {}
         with _database_errors():
-            for chunk in _chunks(sorted({_hex(i) for i in ids}), self._chunk_size()):
-                for row in LedgerTransfer.objects.using(self.using).filter(id__in=chunk):
-                    transfer = _TransferRow.from_model(row).to_transfer()
-                    found[transfer.id] = transfer
+            for transfer_row in self._read_transfers(sorted({_hex(i) for i in ids})):
+                transfer = transfer_row.to_transfer()
+                found[transfer.id] = transfer
         return [found[i] for i in ids if i in found]
 
     def accounts_with_code(self, ledger: int, code: int) -> Iterator[Account]:
@@ -1065,51 +1101,71 @@ class SqlFundingLedger(FundingLedger):
             )
             cursor.fetchall()
 
+    def _read_accounts(self, hex_ids: list[str], lock: bool, ordered: bool = False) -> Iterator[_AccountRow]:
+        # SQLite has no FOR UPDATE (the ORM leaves it out there): its writer lock serializes instead.
+        lock = lock and transaction.get_connection(self.using).features.has_select_for_update
+        for chunk in _chunks(hex_ids, self._chunk_size()):
+
+            def build(chunk=chunk):
+                query = LedgerAccount.objects.using(self.using).filter(id__in=chunk)
+                if ordered or lock:
+                    # FOR UPDATE after ORDER BY locks in id order: no deadlock between batches.
+                    query = query.order_by("id")
+                if lock:
+                    query = query.select_for_update()
+                return query.values_list(*_ACCOUNT_FIELDS)
+
+            for values in _rows(self.using, ("accounts", len(chunk), ordered or lock, lock), build, chunk):
+                yield _AccountRow.from_values(values)
+
+    def _read_transfers(self, hex_ids: list[str]) -> Iterator[_TransferRow]:
+        for chunk in _chunks(hex_ids, self._chunk_size()):
+
+            def build(chunk=chunk):
+                return LedgerTransfer.objects.using(self.using).filter(id__in=chunk).values_list(*_TRANSFER_FIELDS)
+
+            for values in _rows(self.using, ("transfers", len(chunk)), build, chunk):
+                yield _TransferRow.from_values(values)
+
     def _fetch_accounts(self, ids: Iterable[int], lock: bool) -> dict[int, _AccountRow]:
         hex_ids = sorted({_hex(i) for i in ids})
-        found: dict[int, _AccountRow] = {}
-        for chunk in _chunks(hex_ids, self._chunk_size()):
-            query = LedgerAccount.objects.using(self.using).filter(id__in=chunk).order_by("id")
-            if lock:
-                # FOR UPDATE after ORDER BY locks in id order: no deadlock between batches.
-                query = query.select_for_update()
-            for row in query:
-                account = _AccountRow.from_model(row)
-                found[account.id] = account
-        return found
+        return {account.id: account for account in self._read_accounts(hex_ids, lock=lock, ordered=True)}
 
     def _fetch_transfers(self, ids: Iterable[int]) -> dict[int, _TransferRow]:
-        hex_ids = sorted({_hex(i) for i in ids})
-        found: dict[int, _TransferRow] = {}
-        for chunk in _chunks(hex_ids, self._chunk_size()):
-            for row in LedgerTransfer.objects.using(self.using).filter(id__in=chunk):
-                transfer = _TransferRow.from_model(row)
-                found[transfer.id] = transfer
-        return found
+        return {transfer.id: transfer for transfer in self._read_transfers(sorted({_hex(i) for i in ids}))}
 
     def _fetch_failed_ids(self, ids: Iterable[int]) -> set[int]:
         hex_ids = sorted({_hex(i) for i in ids})
         failed: set[int] = set()
         for chunk in _chunks(hex_ids, self._chunk_size()):
-            query = LedgerFailedTransferId.objects.using(self.using).filter(id__in=chunk)
-            failed.update(_int(i) for i in query.values_list("id", flat=True))
+
+            def build(chunk=chunk):
+                return LedgerFailedTransferId.objects.using(self.using).filter(id__in=chunk).values_list("id")
+
+            failed.update(_int(hex_id) for (hex_id,) in _rows(self.using, ("failed", len(chunk)), build, chunk))
         return failed
 
     def _due_pending_ids(self, cutoff: int, account_ids: set[int] | None, limit: int) -> list[int]:
         """Open reservations that have timed out, touching `account_ids` (or any)."""
-        base = LedgerTransfer.objects.using(self.using).filter(
-            pending_status=PendingStatus.PENDING, expires_at__isnull=False, expires_at__lte=cutoff
-        )
-        base = base.order_by("expires_at")
+
+        def build():
+            return (
+                LedgerTransfer.objects.using(self.using)
+                .filter(pending_status=PendingStatus.PENDING, expires_at__isnull=False, expires_at__lte=cutoff)
+                .order_by("expires_at")
+                .values_list("id", "debit_account_id", "credit_account_id")
+            )
+
+        # The ORM binds the cutoff, then the status (the order _rows checks).
+        rows = _rows(self.using, ("due",), build, [cutoff, PendingStatus.PENDING])
         if account_ids is None:
-            return [_int(hex_id) for hex_id in base.values_list("id", flat=True)[:limit]]
+            return [_int(hex_id) for hex_id, _, _ in rows[:limit]]
         # Only the due reservations are read, through the partial index on expires_at (few, if any),
         # and matched to the accounts here. With the accounts in the WHERE clause SQLite searched by
         # account instead (MULTI-INDEX OR) and read the whole history of the spot pool account on
         # every call: 157 ms at 25,000 transfers, growing with every transfer.
         wanted = {_hex(i) for i in account_ids}
         due: list[int] = []
-        rows = base.values_list("id", "debit_account_id", "credit_account_id").iterator(chunk_size=1000)
         for hex_id, debit_id, credit_id in rows:
             if debit_id in wanted or credit_id in wanted:
                 due.append(_int(hex_id))

@@ -1,0 +1,46 @@
+"""The SQL ledger's hot reads: SQL compiled once per shape by the ORM, run with the values it binds."""
+
+import pytest
+from django.db import connection
+
+from settlement.ledger import sql
+from settlement.models import LedgerTransfer, PendingStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def due_query(cutoff: int):
+    return (
+        LedgerTransfer.objects.filter(pending_status=PendingStatus.PENDING, expires_at__isnull=False,
+                                      expires_at__lte=cutoff)
+        .order_by("expires_at")
+        .values_list("id")
+    )
+
+
+def test_the_same_shape_reuses_the_sql_with_new_values():
+    shape = ("test-due", 1)
+    assert sql._rows("default", shape, lambda: due_query(5), [5, PendingStatus.PENDING]) == []
+    compiled = sql._COMPILED_SQL[("default", *shape)]
+
+    # A second call with other values is not compiled again (the builder would fail if called).
+    assert sql._rows("default", shape, lambda: pytest.fail("compiled twice"), [7, PendingStatus.PENDING]) == []
+    assert sql._COMPILED_SQL[("default", *shape)] is compiled
+
+
+def test_values_in_another_order_than_the_orm_binds_them_are_refused():
+    with pytest.raises(AssertionError, match="the ORM bound"):
+        sql._rows("default", ("test-due-swapped", 1), lambda: due_query(5), [PendingStatus.PENDING, 5])
+
+
+def test_the_expiry_scan_still_reads_the_partial_index():
+    if connection.vendor != "sqlite":
+        pytest.skip("reads SQLite's query plan")
+    sql._COMPILED_SQL.clear()
+    ledger = sql.SqlFundingLedger()
+    assert ledger._due_pending_ids(10, {1}, limit=10) == []
+    text = next(v for k, v in sql._COMPILED_SQL.items() if k[1] == "due")
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN QUERY PLAN " + text, [10, PendingStatus.PENDING])
+        plan = " ".join(str(row) for row in cursor.fetchall())
+    assert "ledger_transfer_expiry_idx" in plan
