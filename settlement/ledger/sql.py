@@ -85,6 +85,7 @@ from settlement.ledger.base import (
     TransferFlags,
 )
 from settlement.models import LedgerAccount, LedgerFailedTransferId, LedgerTransfer, PendingStatus
+from transfer_site import compiled_sql
 
 #: Largest amount or balance a BIGINT column holds; beyond it, OVERFLOWS_*.
 INT64_MAX = (1 << 63) - 1
@@ -124,29 +125,6 @@ _T = TypeVar("_T")
 
 
 # --- Column encodings ---------------------------------------------------------
-
-
-# SQL text of the ledger's hot reads, compiled once per (database alias, query shape) by the ORM.
-# Building a queryset's SQL cost more CPU than running it: 8-12 reads per create_transfers call,
-# most of a small batch's ledger time (docs/architecture.md "Performance").
-_COMPILED_SQL: dict[tuple, str] = {}
-_COMPILED_SQL_LOCK = threading.Lock()
-
-
-def _rows(using: str, shape: tuple, build: Callable[[], object], params: Sequence[object]) -> list[tuple]:
-    """Run `build()`'s SQL with `params`: the ORM compiles it the first time a shape is seen, and the
-    parameters given here must be the ones it bound (so the text can be reused with new values)."""
-    key = (using, *shape)
-    sql = _COMPILED_SQL.get(key)
-    if sql is None:
-        sql, orm_params = build().query.get_compiler(using=using).as_sql()
-        if list(orm_params) != list(params):
-            raise AssertionError(f"the ORM bound {orm_params!r} for {shape!r}, not {list(params)!r}")
-        with _COMPILED_SQL_LOCK:
-            _COMPILED_SQL[key] = sql
-    with transaction.get_connection(using).cursor() as cursor:
-        cursor.execute(sql, list(params))
-        return cursor.fetchall()
 
 
 _ACCOUNT_FIELDS = tuple(field.attname for field in LedgerAccount._meta.concrete_fields)
@@ -1115,7 +1093,8 @@ class SqlFundingLedger(FundingLedger):
                     query = query.select_for_update()
                 return query.values_list(*_ACCOUNT_FIELDS)
 
-            for values in _rows(self.using, ("accounts", len(chunk), ordered or lock, lock), build, chunk):
+            shape = ("ledger accounts", len(chunk), ordered or lock, lock)
+            for values in compiled_sql.rows(self.using, shape, build, chunk):
                 yield _AccountRow.from_values(values)
 
     def _read_transfers(self, hex_ids: list[str]) -> Iterator[_TransferRow]:
@@ -1124,7 +1103,7 @@ class SqlFundingLedger(FundingLedger):
             def build(chunk=chunk):
                 return LedgerTransfer.objects.using(self.using).filter(id__in=chunk).values_list(*_TRANSFER_FIELDS)
 
-            for values in _rows(self.using, ("transfers", len(chunk)), build, chunk):
+            for values in compiled_sql.rows(self.using, ("ledger transfers", len(chunk)), build, chunk):
                 yield _TransferRow.from_values(values)
 
     def _fetch_accounts(self, ids: Iterable[int], lock: bool) -> dict[int, _AccountRow]:
@@ -1142,7 +1121,8 @@ class SqlFundingLedger(FundingLedger):
             def build(chunk=chunk):
                 return LedgerFailedTransferId.objects.using(self.using).filter(id__in=chunk).values_list("id")
 
-            failed.update(_int(hex_id) for (hex_id,) in _rows(self.using, ("failed", len(chunk)), build, chunk))
+            shape = ("ledger failed ids", len(chunk))
+            failed.update(_int(hex_id) for (hex_id,) in compiled_sql.rows(self.using, shape, build, chunk))
         return failed
 
     def _due_pending_ids(self, cutoff: int, account_ids: set[int] | None, limit: int) -> list[int]:
@@ -1156,8 +1136,8 @@ class SqlFundingLedger(FundingLedger):
                 .values_list("id", "debit_account_id", "credit_account_id")
             )
 
-        # The ORM binds the cutoff, then the status (the order _rows checks).
-        rows = _rows(self.using, ("due",), build, [cutoff, PendingStatus.PENDING])
+        # The ORM binds the cutoff, then the status (the order compiled_sql checks).
+        rows = compiled_sql.rows(self.using, "ledger due reservations", build, [cutoff, PendingStatus.PENDING])
         if account_ids is None:
             return [_int(hex_id) for hex_id, _, _ in rows[:limit]]
         # Only the due reservations are read, through the partial index on expires_at (few, if any),

@@ -1,10 +1,11 @@
-"""The SQL ledger's hot reads: SQL compiled once per shape by the ORM, run with the values it binds."""
+"""Hot reads (the SQL ledger's, the store's): SQL compiled once per shape by the ORM, run with the values it binds."""
 
 import pytest
 from django.db import connection
 
 from settlement.ledger import sql
 from settlement.models import LedgerTransfer, PendingStatus
+from transfer_site import compiled_sql
 
 pytestmark = pytest.mark.django_db
 
@@ -19,27 +20,25 @@ def due_query(cutoff: int):
 
 
 def test_the_same_shape_reuses_the_sql_with_new_values():
-    shape = ("test-due", 1)
-    assert sql._rows("default", shape, lambda: due_query(5), [5, PendingStatus.PENDING]) == []
-    compiled = sql._COMPILED_SQL[("default", *shape)]
+    shape = ("test due", 1)
+    assert compiled_sql.rows("default", shape, lambda: due_query(5), [5, PendingStatus.PENDING]) == []
+    text = compiled_sql.compiled("default", shape)
 
     # A second call with other values is not compiled again (the builder would fail if called).
-    assert sql._rows("default", shape, lambda: pytest.fail("compiled twice"), [7, PendingStatus.PENDING]) == []
-    assert sql._COMPILED_SQL[("default", *shape)] is compiled
+    assert compiled_sql.rows("default", shape, lambda: pytest.fail("compiled twice"), [7, PendingStatus.PENDING]) == []
+    assert compiled_sql.compiled("default", shape) is text
 
 
 def test_values_in_another_order_than_the_orm_binds_them_are_refused():
     with pytest.raises(AssertionError, match="the ORM bound"):
-        sql._rows("default", ("test-due-swapped", 1), lambda: due_query(5), [PendingStatus.PENDING, 5])
+        compiled_sql.rows("default", ("test due swapped", 1), lambda: due_query(5), [PendingStatus.PENDING, 5])
 
 
 def test_the_expiry_scan_still_reads_the_partial_index():
     if connection.vendor != "sqlite":
         pytest.skip("reads SQLite's query plan")
-    sql._COMPILED_SQL.clear()
-    ledger = sql.SqlFundingLedger()
-    assert ledger._due_pending_ids(10, {1}, limit=10) == []
-    text = next(v for k, v in sql._COMPILED_SQL.items() if k[1] == "due")
+    assert sql.SqlFundingLedger()._due_pending_ids(10, {1}, limit=10) == []
+    text = compiled_sql.compiled("default", "ledger due reservations")
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN QUERY PLAN " + text, [10, PendingStatus.PENDING])
         plan = " ".join(str(row) for row in cursor.fetchall())
