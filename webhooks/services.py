@@ -19,9 +19,10 @@ from collections.abc import Iterable, Sequence
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
+from transfer_site import compiled_sql
 from transfers.api.serializers import transfer_representation
 from transfers.assets import decimals_of
 from transfers.domain import TransferRecord, TransferStatus
@@ -125,11 +126,11 @@ def record_finishing(finished: Sequence[TransferRecord]) -> set[int]:
         events.append(event)
         deliveries.extend(
             WebhookDelivery(
-                event_id=event.id, endpoint_id=endpoint.pk, status=DeliveryStatus.HELD,
+                event_id=event.id, endpoint_id=endpoint_id, status=DeliveryStatus.HELD,
                 next_attempt_at_ms=recorded_at,
                 give_up_at_ms=record.updated_at_ms + settings.WEBHOOK_RETRY_WINDOW_SECONDS * 1000,
             )
-            for endpoint in endpoints
+            for endpoint_id in endpoints
         )
     with transaction.atomic():
         # An event already there (a step re-run, or the transfer finished elsewhere) is kept as it is.
@@ -189,12 +190,18 @@ def sweep_unconfirmed(older_than_ms: int, limit: int = 1000) -> int:
     return len(finished)
 
 
-def _active_endpoints_by_user(user_ids: set[int]) -> dict[int, list[WebhookEndpoint]]:
-    endpoints: dict[int, list[WebhookEndpoint]] = {}
-    for endpoint in WebhookEndpoint.objects.filter(user_id__in=user_ids, deleted_at_ms__isnull=True).only(
-        "pk", "user_id"
-    ):
-        endpoints.setdefault(endpoint.user_id, []).append(endpoint)
+def _active_endpoints_by_user(user_ids: set[int]) -> dict[int, list[int]]:
+    """The ids of each user's registered endpoints (read for every settlement batch that finishes transfers)."""
+    users = sorted(user_ids)
+    endpoints: dict[int, list[int]] = {}
+
+    def build():
+        return WebhookEndpoint.objects.filter(user_id__in=users, deleted_at_ms__isnull=True).values_list(
+            "pk", "user_id")
+
+    for endpoint_id, user_id in compiled_sql.rows(connection.alias, ("active webhook endpoints", len(users)),
+                                                  build, users):
+        endpoints.setdefault(user_id, []).append(endpoint_id)
     return endpoints
 
 

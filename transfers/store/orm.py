@@ -8,6 +8,7 @@ from collections.abc import Collection, Iterable, Sequence
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q, Sum
 
+from transfer_site import compiled_sql
 from transfer_site.shards import EVERY_USER, UserShards
 from transfers.domain import IN_FLIGHT, TERMINAL, Direction, EventKind, TimelineEvent, TransferRecord, TransferStatus
 from transfers.models import Asset, Transfer, TransferEvent
@@ -53,10 +54,15 @@ class OrmTransferStore(TransferStore):
 
     def get_many(self, request_ids: Iterable[int]) -> dict[int, TransferRecord]:
         # Plain tuples, not model instances: this is the saga's read of every batch.
-        ids = list(request_ids)
+        ids = list(dict.fromkeys(request_ids))  # the ORM binds each id of an IN list once
         records: dict[int, TransferRecord] = {}
         for start in range(0, len(ids), _IN_CHUNK):
-            for values in _record_values(Transfer.objects.filter(request_id__in=ids[start : start + _IN_CHUNK])):
+            chunk = ids[start : start + _IN_CHUNK]
+
+            def build(chunk=chunk):
+                return Transfer.objects.filter(request_id__in=chunk).values_list(*_RECORD_FIELDS)
+
+            for values in compiled_sql.rows(connection.alias, ("store get_many", len(chunk)), build, chunk):
                 records[values[0]] = _values_to_record(values)
         return records
 
@@ -102,11 +108,14 @@ class OrmTransferStore(TransferStore):
         with transaction.atomic():
             current: dict[int, str] = {}
             for start in range(0, len(ids), _IN_CHUNK):
-                current.update(
-                    Transfer.objects.select_for_update()
-                    .filter(request_id__in=ids[start : start + _IN_CHUNK])
-                    .values_list("request_id", "status")
-                )
+                chunk = ids[start : start + _IN_CHUNK]
+
+                def build(chunk=chunk):
+                    return Transfer.objects.select_for_update().filter(request_id__in=chunk).values_list(
+                        "request_id", "status")
+
+                current.update(compiled_sql.rows(connection.alias, ("store statuses for update", len(chunk)),
+                                                 build, chunk))
             final: dict[int, tuple[str, str | None]] = {}
             for change in changes:
                 request_id = int(change.request_id)
@@ -122,11 +131,13 @@ class OrmTransferStore(TransferStore):
             groups: dict[tuple[str, str | None], list[int]] = {}
             for request_id, outcome in final.items():
                 groups.setdefault(outcome, []).append(request_id)
-            for (new_status, error_message), group in groups.items():
-                for start in range(0, len(group), _IN_CHUNK):
-                    Transfer.objects.filter(request_id__in=group[start : start + _IN_CHUNK]).exclude(
-                        status__in=[status.value for status in TERMINAL]
-                    ).update(status=new_status, error_message=error_message, updated_at_ms=updated_at_ms)
+            terminal = [status.value for status in TERMINAL]
+            with connection.cursor() as cursor:
+                for (new_status, error_message), group in groups.items():
+                    for start in range(0, len(group), _IN_CHUNK):
+                        chunk = group[start : start + _IN_CHUNK]
+                        cursor.execute(_sql().set_status_of_many(len(chunk), len(terminal)),
+                                       (new_status, error_message, updated_at_ms, *chunk, *terminal))
         return moved
 
     def list_for_user(
@@ -285,6 +296,12 @@ class _Statements:
             f"{column(Transfer, 'error_message')} = %s, {column(Transfer, 'updated_at_ms')} = %s "
             f"WHERE {column(Transfer, 'request_id')} = %s AND {column(Transfer, 'status')} IN "
         )
+        self._status = column(Transfer, "status")
+        self._set_status = (
+            f"UPDATE {transfer} SET {column(Transfer, 'status')} = %s, "  # noqa: S608
+            f"{column(Transfer, 'error_message')} = %s, {column(Transfer, 'updated_at_ms')} = %s "
+            f"WHERE {column(Transfer, 'request_id')} IN "
+        )
         record_columns = ", ".join(
             [f"t.{column(Transfer, c)}" for c in ("request_id", "user_id", "asset")] + [f"a.{column(Asset, 'code')}"]
             + [f"t.{column(Transfer, c)}" for c in ("direction", "amount", "status", "client_transfer_id",
@@ -307,6 +324,11 @@ class _Statements:
 
     def compare_and_set(self, statuses: int) -> str:
         return self._cas + "(" + ", ".join(["%s"] * statuses) + ")"
+
+    def set_status_of_many(self, records: int, terminal: int) -> str:
+        """Parameters: status, error_message, updated_at_ms, the request ids, then the terminal statuses."""
+        return (self._set_status + "(" + ", ".join(["%s"] * records) + f") AND {self._status} NOT IN ("
+                + ", ".join(["%s"] * terminal) + ")")
 
     def not_moved_since(self, statuses: int, shards: int) -> str:
         """With `shards`: only users whose `user_id % count` is one of them (parameters: count, then shards)."""
