@@ -32,6 +32,10 @@ def test_the_benchmark_runs_every_phase_and_writes_its_report(tmp_path):
     assert end_to_end["sent"] > 0 and end_to_end["lost"] == 0 and end_to_end["stuck"] == 0
     assert end_to_end["end_to_end_latency"]["p99_ms"] is not None
     assert figures["reconcile"]["clean"], figures["reconcile"]["output"]
+    # The idle stack's CPU and the burst are measured, and judged against the stack's own targets.
+    assert figures["idle"]["total_cpu_percent_of_one_core"] >= 0 and "web" in figures["idle"]["cpu_percent_of_one_core"]
+    assert figures["burst"]["sent"] > 0 and figures["burst"]["stuck"] == 0
+    assert {"idle", "burst", "end_to_end"} <= set(figures["verdicts"])
     # The development broker is one of the stack's processes; a real Kafka broker (KAFKA_BOOTSTRAP_SERVERS) is not.
     own_broker = {"broker"} if figures["settings"]["message_bus"].startswith("kafka (Tansu") else set()
     assert {row["process"] for row in figures["memory"]} >= {"web", "worker", "bridge", "ubscore", *own_broker}
