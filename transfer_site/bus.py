@@ -358,10 +358,6 @@ class FetchWait:
         self.idle_ms = max(self.busy_ms, settings.KAFKA_CONSUMER_IDLE_FETCH_MAX_WAIT_MS)
         self._config["fetch_max_wait_ms"] = self.busy_ms
 
-    @property
-    def current_ms(self) -> int:
-        return self._config["fetch_max_wait_ms"]
-
     def after_poll(self, found_messages: bool) -> None:
         self._config["fetch_max_wait_ms"] = self.busy_ms if found_messages else self.idle_ms
 
