@@ -265,6 +265,9 @@ def run_consumer(
     Malformed ones go to the dead-letter topic instead, with the reason, so
     they never block their partition. Offsets are committed only after
     `handle_batch` returns; if it raises, the same messages are handled again.
+    Handled offsets are committed together (`OffsetCommits`): once
+    KAFKA_CONSUMER_COMMIT_INTERVAL_MS has passed since the last commit (after a
+    batch, or a poll that found nothing), on a rebalance and on the way out.
 
     `linger_ms` (default KAFKA_CONSUMER_LINGER_MS): how long a batch may
     gather after its first message; 0 for a handler that does the work itself,
@@ -279,6 +282,7 @@ def run_consumer(
     class LogAssignments(ConsumerRebalanceListener):
         def on_partitions_revoked(self, revoked):
             logger.info("partitions revoked", extra={"partitions": sorted(map(str, revoked))})
+            commits.commit()  # what this consumer handled is not handled again by the next owner
 
         def on_partitions_assigned(self, assigned):
             logger.info(
@@ -301,6 +305,7 @@ def run_consumer(
         metadata_max_age_ms=30_000,  # so a changed partition count is seen within half a minute
     )
     fetch_wait = FetchWait(consumer)
+    commits = OffsetCommits(consumer, settings.KAFKA_CONSUMER_COMMIT_INTERVAL_MS / 1000)
     partition_watch = kafka_topics.PartitionWatch(consumer, topic_names)
     batch_limit = max_records or settings.KAFKA_CONSUMER_MAX_RECORDS
     linger_seconds = (settings.KAFKA_CONSUMER_LINGER_MS if linger_ms is None else linger_ms) / 1000
@@ -316,6 +321,7 @@ def run_consumer(
             polled = consumer.poll(timeout_ms=200)
             fetch_wait.after_poll(bool(polled))
             if not polled:
+                commits.commit_if_due()
                 continue
             polled = _linger(consumer, polled, batch_limit, linger_seconds, stop, downstream_idle)
             batch_start = {tp: records[0].offset for tp, records in polled.items()}
@@ -324,7 +330,7 @@ def run_consumer(
                 if deliveries:
                     handle_batch(deliveries)
                 faults.crash_point(faults.CONSUMER_BEFORE_COMMIT)  # test hook: the batch comes again
-                consumer.commit()
+                commits.handled(polled)
                 retry_delay = 0.2
             except Exception:
                 logger.exception("batch failed; it will be handled again", extra={"group_id": group_id})
@@ -333,8 +339,54 @@ def run_consumer(
                 stop.sleep(retry_delay)
                 retry_delay = min(retry_delay * 2, 5.0)
     finally:
+        commits.commit()
         consumer.close(autocommit=False)
         logger.info("consumer stopped", extra={"group_id": group_id})
+
+
+class OffsetCommits:
+    """The offsets of handled batches, committed together rather than after every batch.
+
+    A commit is a round trip to the broker and work for it; with batches that
+    go at once (a few messages each at low load) committing each one cost the
+    bridge and UBSCore more than a tenth of their CPU. Committing later only
+    widens what a crash hands over again -- handled messages of up to
+    `interval_seconds` -- and every handler absorbs a repeat by its id, as it
+    must for any at-least-once delivery. Only offsets of batches the handler
+    finished are kept, so a commit never covers a message polled but not
+    handled. A failed commit is logged and dropped: at worst those messages
+    come again, and the next handled batch of a partition moves it on anyway.
+    """
+
+    def __init__(self, consumer, interval_seconds: float) -> None:
+        self._consumer = consumer
+        self._interval = interval_seconds
+        self._pending: dict = {}
+        self._last_commit = time.monotonic()
+
+    def handled(self, batch: dict) -> None:
+        """Record a handled batch ({partition: records}); commit if the interval has passed."""
+        from kafka.structs import OffsetAndMetadata
+
+        for partition, records in batch.items():
+            self._pending[partition] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+        self.commit_if_due()
+
+    def commit_if_due(self) -> None:
+        """Commit if the interval has passed since the last commit (also after a poll that found nothing)."""
+        if time.monotonic() - self._last_commit >= self._interval:
+            self.commit()
+
+    def commit(self) -> None:
+        """Commit every handled offset not committed yet."""
+        self._last_commit = time.monotonic()
+        if not self._pending:
+            return
+        offsets, self._pending = self._pending, {}
+        try:
+            self._consumer.commit(offsets=offsets)
+        except Exception:
+            logger.warning("offset commit failed; those messages may come again", exc_info=True)
 
 
 class FetchWait:

@@ -164,6 +164,9 @@ KAFKA_TOPIC_PARTITIONS = int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "4"))
 KAFKA_REPLICATION_FACTOR = int(os.environ.get("KAFKA_REPLICATION_FACTOR", "1"))
 KAFKA_MIN_INSYNC_REPLICAS = int(os.environ.get("KAFKA_MIN_INSYNC_REPLICAS", "0")) or None  # broker default
 KAFKA_CONSUMER_MAX_RECORDS = int(os.environ.get("KAFKA_CONSUMER_MAX_RECORDS", "200"))
+# Handled offsets are committed together, at most this often (transfer_site.bus.OffsetCommits): a
+# crash hands over again at most this long of handled messages, which every handler absorbs.
+KAFKA_CONSUMER_COMMIT_INTERVAL_MS = int(os.environ.get("KAFKA_CONSUMER_COMMIT_INTERVAL_MS", "1000"))
 SETTLEMENT_CONSUMER_GROUP = os.environ.get("SETTLEMENT_CONSUMER_GROUP", "settlement-bridge")
 
 # --- Celery -----------------------------------------------------------------

@@ -1,11 +1,11 @@
-"""How a Kafka consumer's batch forms: gathered only while the work downstream is behind; fetch waits."""
+"""A Kafka consumer's batches (gathered only while the work downstream is behind), fetch waits and commits."""
 
 import time
 from types import SimpleNamespace
 
 import pytest
 
-from transfer_site.bus import FetchWait, StopFlag, _linger
+from transfer_site.bus import FetchWait, OffsetCommits, StopFlag, _linger
 
 PARTITION = ("topic", 0)
 
@@ -102,3 +102,68 @@ def test_kafka_python_builds_each_fetch_with_the_wait_its_fetcher_holds(fetch_wa
         assert "self.config['fetch_max_wait_ms']" in inspect.getsource(type(consumer._fetcher)._create_fetch_requests)
     finally:
         consumer.close()
+
+
+class CommitRecorder:
+    def __init__(self, fail: bool = False) -> None:
+        self.commits: list[dict] = []
+        self.fail = fail
+
+    def commit(self, offsets: dict) -> None:
+        self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
+        if self.fail:
+            raise RuntimeError("the group rebalanced")
+
+
+def records(*offsets: int) -> list:
+    return [SimpleNamespace(offset=offset) for offset in offsets]
+
+
+def test_handled_offsets_are_committed_together_once_the_interval_has_passed():
+    consumer = CommitRecorder()
+    commits = OffsetCommits(consumer, interval_seconds=0.05)
+    other = ("topic", 1)
+
+    commits.handled({PARTITION: records(0, 1)})
+    commits.handled({PARTITION: records(2), other: records(7)})
+    assert consumer.commits == []
+
+    time.sleep(0.06)
+    commits.handled({PARTITION: records(3)})
+    # The next offset to read of each partition: one past the last handled record.
+    assert consumer.commits == [{PARTITION: 4, other: 8}]
+
+
+def test_a_commit_covers_only_handled_batches_and_nothing_twice():
+    consumer = CommitRecorder()
+    commits = OffsetCommits(consumer, interval_seconds=60)
+
+    commits.commit()
+    assert consumer.commits == []  # nothing handled: no round trip to the broker
+
+    commits.handled({PARTITION: records(5)})
+    commits.commit()  # the flow stopped, a rebalance, or the way out
+    commits.commit()
+    assert consumer.commits == [{PARTITION: 6}]
+
+
+def test_a_failed_commit_is_dropped_and_the_next_batch_moves_the_partition_on():
+    consumer = CommitRecorder(fail=True)
+    commits = OffsetCommits(consumer, interval_seconds=0)
+
+    commits.handled({PARTITION: records(0)})  # logged, not raised: the batch was handled
+    consumer.fail = False
+    commits.handled({PARTITION: records(1)})
+    assert consumer.commits == [{PARTITION: 1}, {PARTITION: 2}]
+
+
+def test_offsets_left_when_the_flow_stops_are_committed_once_the_interval_has_passed():
+    consumer = CommitRecorder()
+    commits = OffsetCommits(consumer, interval_seconds=0.05)
+    commits.handled({PARTITION: records(0)})
+
+    commits.commit_if_due()  # a poll found nothing right after the batch
+    assert consumer.commits == []
+    time.sleep(0.06)
+    commits.commit_if_due()  # a poll found nothing later on
+    assert consumer.commits == [{PARTITION: 1}]
