@@ -1,4 +1,4 @@
-"""Hot reads (the SQL ledger's, the store's): SQL compiled once per shape by the ORM, run with the values it binds."""
+"""Hot reads (the SQL ledger's, the store's, the API key's): compiled once per shape by the ORM, run with its values."""
 
 import pytest
 from django.db import connection
@@ -47,3 +47,20 @@ def test_the_expiry_scan_still_reads_the_partial_index():
             cursor.execute("EXPLAIN QUERY PLAN " + text, [10, PendingStatus.PENDING])
         plan = " ".join(str(row) for row in cursor.fetchall())
     assert "ledger_transfer_expiry_idx" in plan
+
+
+def test_rows_come_back_converted_as_the_orm_gives_them():
+    """A datetime column is text in SQLite: the ORM's converters are applied, not only the driver's values."""
+    from django.utils import timezone
+
+    from transfers.models import ApiKey
+
+    used = timezone.now().replace(microsecond=0)
+    key = ApiKey.objects.create(prefix="conv0001", secret_hash="0" * 64, user_id=7, last_used_at=used)
+
+    def build():
+        return ApiKey.objects.filter(prefix="conv0001").values_list("user_id", "last_used_at", "created_at")
+
+    [row] = compiled_sql.rows("default", "test api key times", build, ["conv0001"])
+    assert row == ApiKey.objects.filter(pk=key.pk).values_list("user_id", "last_used_at", "created_at").get()
+    assert row[1] == used and row[1].tzinfo is not None
