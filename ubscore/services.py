@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from django.db import connection, transaction
 
+from transfer_site import compiled_sql
 from transfer_site.logging import log_context
 from transfer_site.messages import (
     BalanceEvent,
@@ -34,7 +35,7 @@ def apply_operations(operations: Sequence[BalanceOperation]) -> list[BalanceEven
     """
     events = []
     with transaction.atomic():
-        already_applied = AppliedOperation.objects.in_bulk([op.ref_id for op in operations])
+        already_applied = _applied_before(sorted({op.ref_id for op in operations}))
         balances = _lock_balances(
             {(op.user_id, op.asset_id) for op in operations if op.ref_id not in already_applied}
         )
@@ -68,22 +69,50 @@ def _update_available_sql() -> str:
     )
 
 
+_APPLIED_FIELDS = ("ref_id", "operation", "user_id", "asset_id", "amount", "status", "reason")
+_BALANCE_FIELDS = ("id", "user_id", "asset_id", "available")
+
+
+def _applied_before(ref_ids: list[int]) -> dict[int, AppliedOperation]:
+    """The stored answers of these ref_ids (sorted, distinct), by ref_id: read for every batch, compiled once."""
+    if not ref_ids:
+        return {}
+
+    def build():
+        return AppliedOperation.objects.filter(ref_id__in=ref_ids).values_list(*_APPLIED_FIELDS)
+
+    rows = compiled_sql.rows(connection.alias, ("ubscore applied", len(ref_ids)), build, ref_ids)
+    return {row[0]: AppliedOperation.from_db(connection.alias, _APPLIED_FIELDS, row) for row in rows}
+
+
 def _lock_balances(keys: set[tuple[int, int]]) -> dict[tuple[int, int], SpotBalance]:
     """The balances of these (user, asset) pairs, locked for the transaction; missing ones created at 0."""
     if not keys:
         return {}
-    user_ids = {user_id for user_id, _ in keys}
-    asset_ids = {asset_id for _, asset_id in keys}
-    rows = SpotBalance.objects.select_for_update().filter(user_id__in=user_ids, asset_id__in=asset_ids)
-    balances = {(b.user_id, b.asset_id): b for b in rows if (b.user_id, b.asset_id) in keys}
+    balances = _read_balances_locked(keys)
     missing = [SpotBalance(user_id=u, asset_id=a) for u, a in sorted(keys - balances.keys())]
     if missing:
         SpotBalance.objects.bulk_create(missing)
-        created = SpotBalance.objects.select_for_update().filter(
-            user_id__in={b.user_id for b in missing}, asset_id__in={b.asset_id for b in missing}
-        )
-        balances.update({(b.user_id, b.asset_id): b for b in created if (b.user_id, b.asset_id) in keys})
+        balances.update(_read_balances_locked({(b.user_id, b.asset_id) for b in missing}))
     return balances
+
+
+def _read_balances_locked(keys: set[tuple[int, int]]) -> dict[tuple[int, int], SpotBalance]:
+    user_ids = sorted({user_id for user_id, _ in keys})
+    asset_ids = sorted({asset_id for _, asset_id in keys})
+
+    def build():
+        return (
+            SpotBalance.objects.select_for_update()
+            .filter(user_id__in=user_ids, asset_id__in=asset_ids)
+            .values_list(*_BALANCE_FIELDS)
+        )
+
+    shape = ("ubscore balances", len(user_ids), len(asset_ids))
+    # Q sorts a filter's keyword arguments: the ORM binds the assets first.
+    rows = compiled_sql.rows(connection.alias, shape, build, asset_ids + user_ids)
+    found = (SpotBalance.from_db(connection.alias, _BALANCE_FIELDS, row) for row in rows)
+    return {(b.user_id, b.asset_id): b for b in found if (b.user_id, b.asset_id) in keys}
 
 
 def _apply(operation: BalanceOperation, balance: SpotBalance) -> AppliedOperation:
