@@ -19,18 +19,26 @@ _tokens: dict[str, list[tuple[contextvars.ContextVar, contextvars.Token]]] = {}
 
 def single_transfer_of(task_name: str, args: Any) -> tuple[str, str | None] | None:
     """(request id, user id) when a settlement task's batch is exactly one transfer."""
-    if not args or not isinstance(args[0], list | tuple) or len(args[0]) != 1:
+    args = tuple(args or ())
+    if task_name == "settlement.settle_batch" and len(args) == 2:
+        request_ids, events = args
+    elif task_name == "settlement.reserve_funding_to_spot" and args:
+        request_ids, events = args[0], []
+    elif task_name == "settlement.settle_balance_events" and args:
+        request_ids, events = [], args[0]
+    else:
         return None
-    (item,) = args[0]
-    if task_name == "settlement.reserve_funding_to_spot":
-        return str(item), None
-    if task_name == "settlement.settle_balance_events":
-        try:
-            event = json.loads(item)
-            return str(event["ref_id"]), str(event["user_id"])
-        except (ValueError, KeyError, TypeError):
-            return None
-    return None
+    if not isinstance(request_ids, list | tuple) or not isinstance(events, list | tuple):
+        return None
+    if len(request_ids) + len(events) != 1:
+        return None
+    if request_ids:
+        return str(request_ids[0]), None
+    try:
+        event = json.loads(events[0])
+        return str(event["ref_id"]), str(event["user_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _on_prerun(sender=None, task_id: str | None = None, task=None, args=None, **kwargs: Any) -> None:

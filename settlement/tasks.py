@@ -26,20 +26,48 @@ _RETRY = {
 }
 
 
+@shared_task(name="settlement.settle_batch", bind=True, **_RETRY)
+def settle_batch(self, request_ids: list[str], events_json: list[str]) -> None:
+    """One batch the bridge handed over: new funding -> spot requests, then UBSCore's answers.
+
+    One task per batch, not one per kind of message: at low load a batch is a
+    few messages of both kinds, and Celery's own work per task (events, log
+    lines, the pool's round trip) cost more than the settlement it carried.
+    The two steps touch different transfers, so their order does not matter;
+    if the reserve fails the whole task runs again, which both steps absorb.
+    """
+    if request_ids:
+        _reserve(request_ids)
+    if events_json:
+        remaining = _settle(events_json)
+        if remaining:
+            raise self.retry(args=[[], remaining], countdown=min(2**self.request.retries, 30))
+
+
+# Queued by a bridge of the release before settle_batch: they run until the queue holds none.
 @shared_task(name="settlement.reserve_funding_to_spot", **_RETRY)
 def reserve_funding_to_spot(request_ids: list[str]) -> None:
     """Reserve funds in the ledger and ask UBSCore to credit spot (funding -> spot)."""
-    saga.reserve_funding([int(request_id) for request_id in request_ids])
+    _reserve(request_ids)
 
 
 @shared_task(name="settlement.settle_balance_events", bind=True, **_RETRY)
 def settle_balance_events(self, events_json: list[str]) -> None:
     """Post or void the reserve (funding -> spot), or credit funding (spot -> funding)."""
+    remaining = _settle(events_json)
+    if remaining:
+        raise self.retry(args=[remaining], countdown=min(2**self.request.retries, 30))
+
+
+def _reserve(request_ids: list[str]) -> None:
+    saga.reserve_funding([int(request_id) for request_id in request_ids])
+
+
+def _settle(events_json: list[str]) -> list[str]:
+    """Settle the events; those whose ledger step must be tried again, as they came."""
     events = [decode(raw.encode()) for raw in events_json]
     retry_ids = set(saga.settle_balance_events([e for e in events if isinstance(e, BalanceEvent)]))
-    if retry_ids:
-        remaining = [raw for raw, event in zip(events_json, events, strict=True) if event.ref_id in retry_ids]
-        raise self.retry(args=[remaining], countdown=min(2**self.request.retries, 30))
+    return [raw for raw, event in zip(events_json, events, strict=True) if event.ref_id in retry_ids]
 
 
 @shared_task(name="settlement.redrive_stuck_transfers")

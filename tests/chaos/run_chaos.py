@@ -468,7 +468,8 @@ class Killer:
 
 
 class Observer:
-    SETTLEMENT_TASKS = ("settlement.reserve_funding_to_spot", "settlement.settle_balance_events")
+    SETTLEMENT_TASKS = ("settlement.settle_batch", "settlement.reserve_funding_to_spot",
+                        "settlement.settle_balance_events")
 
     def __init__(self, stack: Stack) -> None:
         from kafka import KafkaConsumer

@@ -28,6 +28,11 @@ def test_which_tasks_handle_exactly_one_transfer():
     assert single_transfer_of("settlement.settle_balance_events", ([event(7, 9)],)) == ("7", "9")
     assert single_transfer_of("settlement.settle_balance_events", (["not json"],)) is None
     assert single_transfer_of("settlement.redrive_stuck_transfers", ()) is None
+    # What the bridge sends: (request ids, balance events) of one batch.
+    assert single_transfer_of("settlement.settle_batch", (["42"], [])) == ("42", None)
+    assert single_transfer_of("settlement.settle_batch", ([], [event(7, 9)])) == ("7", "9")
+    assert single_transfer_of("settlement.settle_batch", (["42"], [event(7, 9)])) is None
+    assert single_transfer_of("settlement.settle_batch", ([], ["not json"])) is None
 
 
 def test_celerys_own_lines_for_a_one_transfer_task_carry_its_request_id():

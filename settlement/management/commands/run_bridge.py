@@ -37,10 +37,9 @@ def hand_over(deliveries: list[Delivery]) -> None:
         reference = message.request_id if isinstance(message, TransferRequested) else message.ref_id
         with log_context(request_id=reference, user_id=message.user_id):
             logger.info("handed to settlement", extra={"topic": delivery.topic, "offset": delivery.offset})
-    for start in range(0, len(request_ids), TASK_BATCH_SIZE):
-        tasks.reserve_funding_to_spot.apply_async(args=[request_ids[start : start + TASK_BATCH_SIZE]])
-    for start in range(0, len(events), TASK_BATCH_SIZE):
-        tasks.settle_balance_events.apply_async(args=[events[start : start + TASK_BATCH_SIZE]])
+    for start in range(0, max(len(request_ids), len(events)), TASK_BATCH_SIZE):
+        chunk = slice(start, start + TASK_BATCH_SIZE)
+        tasks.settle_batch.apply_async(args=[request_ids[chunk], events[chunk]])
 
 
 class Command(BaseCommand):
