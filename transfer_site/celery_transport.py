@@ -10,7 +10,8 @@ The stock transport also finds new messages by listing the folder every
 `polling_interval`: a task waited half the interval on average at every hop,
 and an idle worker listed the folder 20 times a second. Here a consumer with
 nothing to do waits on an inotify watch of the folder (Linux), so it wakes
-when a message is renamed into place; `polling_interval` is then only the
+when a message for one of its queues is renamed into place (all queues share
+the folder); `polling_interval` is then only the
 longest it sleeps between two looks (a safety net, 1 s by default). An ack
 wakes it too: a worker takes at most its prefetch count of messages, and the
 next may already be waiting. Without inotify it polls as the stock transport
@@ -25,7 +26,9 @@ import ctypes
 import ctypes.util
 import os
 import select
+import struct
 import uuid
+from collections.abc import Callable
 from time import monotonic
 
 from kombu.exceptions import ChannelError
@@ -38,6 +41,8 @@ _IN_CREATE = 0x100
 _IN_MOVED_TO = 0x80
 _IN_NONBLOCK = 0o4000
 _IN_CLOEXEC = 0o2000000
+_IN_Q_OVERFLOW = 0x4000
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then len bytes of name
 
 
 class FolderWatch:
@@ -67,11 +72,39 @@ class FolderWatch:
             return None
         return cls(fd)
 
-    def wait(self, seconds: float) -> None:
-        """Return when something arrived or a poke came since the last wait (at once if so), or after `seconds`."""
-        readable, _, _ = select.select([self._fd, self._poke_read], [], [], seconds)
-        for fd in readable:
-            self._drain(fd)
+    def wait(self, seconds: float, wanted: Callable[[str], bool] | None = None) -> None:
+        """Return when a file `wanted` (by name; default any) arrived or a poke came since the last wait
+        (at once if so), or after `seconds`.
+
+        Every queue of the broker shares the folder: without `wanted` the
+        webhooks worker woke, and listed the folder, for every settlement task.
+        """
+        deadline = monotonic() + seconds
+        while True:
+            readable, _, _ = select.select([self._fd, self._poke_read], [], [], max(0.0, deadline - monotonic()))
+            if not readable:
+                return
+            poked = self._poke_read in readable
+            if poked:
+                self._drain(self._poke_read)
+            arrived = self._arrived() if self._fd in readable else []
+            if poked or any(name is None or wanted is None or wanted(name) for name in arrived):
+                return
+
+    def _arrived(self) -> list[str | None]:
+        """Names of the files the pending inotify events are about; None for a lost-events overflow."""
+        names: list[str | None] = []
+        try:
+            while data := os.read(self._fd, 65536):
+                offset = 0
+                while offset + _EVENT.size <= len(data):
+                    _, mask, _, length = _EVENT.unpack_from(data, offset)
+                    name = data[offset + _EVENT.size : offset + _EVENT.size + length].rstrip(b"\0")
+                    names.append(None if mask & _IN_Q_OVERFLOW else os.fsdecode(name))
+                    offset += _EVENT.size + length
+        except BlockingIOError:
+            pass
+        return names
 
     def poke(self) -> None:
         """Wake the waiter (from another thread): e.g. an ack freed room for the next message."""
@@ -151,7 +184,12 @@ class Transport(filesystem.Transport):
                 if timeout is not None and waited >= timeout:
                     raise TimeoutError() from None
                 left = self.polling_interval if timeout is None else min(self.polling_interval, timeout - waited)
-                self._watch.wait(max(0.0, left))
+                self._watch.wait(max(0.0, left), self._consumed_here)
+
+    def _consumed_here(self, file_name: str) -> bool:
+        """Whether a message file is for a queue this connection consumes (`<time>_<id>.<queue>.msg`)."""
+        queue = file_name.removesuffix(".msg").partition(".")[2]
+        return file_name.endswith(".msg") and any(queue in channel._active_queues for channel in self.channels)
 
     def wake_consumer(self) -> None:
         if self._watch is not None:

@@ -9,7 +9,7 @@ import pytest
 from kombu import Connection
 from kombu.transport import filesystem
 
-from transfer_site.celery_transport import Transport
+from transfer_site.celery_transport import Channel, Transport
 
 MESSAGES = 150
 PAYLOAD = "x" * 300_000  # large, so a non-atomic write leaves a long window
@@ -98,3 +98,29 @@ def test_an_idle_consumer_sleeps_instead_of_polling(tmp_path):
 
     assert 0.9 <= waited < 2.0  # the caller's timeout is kept
     assert cpu < 0.05  # a folder listing every 50 ms would cost more, and one per ms far more
+
+
+def test_a_waiting_consumer_is_not_woken_by_messages_for_other_queues(tmp_path, monkeypatch):
+    # The webhooks worker and the settlement worker share the folder: each looks only for its own queue.
+    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path), "wake_interval": 5.0,
+               "control_folder": str(tmp_path / "control")}
+    looks = []
+    look = Channel._get
+    monkeypatch.setattr(Channel, "_get", lambda self, queue: looks.append(queue) or look(self, queue))
+
+    def send_to_another_queue():
+        with Connection(transport=Transport, transport_options=options) as producer_connection:
+            other = producer_connection.SimpleQueue("settlement-webhooks")
+            for n in range(50):
+                other.put({"n": n})
+                time.sleep(0.01)
+
+    with Connection(transport=Transport, transport_options=options) as connection:
+        queue = connection.SimpleQueue("settlement")
+        sender = threading.Thread(target=send_to_another_queue)
+        sender.start()
+        with pytest.raises(Empty):
+            queue.get(block=True, timeout=1.0)
+        sender.join()
+
+    assert looks.count("settlement") <= 3  # the first look, and none per message of the other queue
