@@ -152,6 +152,10 @@ class Bench:
                 # The accept phase builds a backlog on purpose; it is not stuck.
                 "STUCK_TRANSFER_SECONDS": str(args.stuck_seconds),
                 "REDRIVE_INTERVAL_SECONDS": "10",
+                # The service's own webhook schedule, not the test stack's faster one: beat and
+                # the webhooks worker cost what they cost in a deployment (the idle phase).
+                "WEBHOOK_DISPATCH_INTERVAL_SECONDS": None,
+                "WEBHOOK_CONFIRM_AFTER_SECONDS": None,
                 "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
                 **passthrough,
             },
@@ -404,6 +408,7 @@ class Bench:
         """CPU the stack uses with nothing to do: each process's polling and upkeep, in % of one core."""
         log(f"idle: nothing sent for {IDLE_SETTLE_SECONDS + seconds:.0f} s, CPU measured over the last {seconds:.0f}")
         time.sleep(IDLE_SETTLE_SECONDS)  # what the users' deposits set going has finished
+        self._profile("idle", ["beat", "webhooks", "bridge", "ubscore", "relay", "worker"], seconds)
         since = self.sampler.mark()
         time.sleep(seconds)
         until = self.sampler.mark()

@@ -90,7 +90,7 @@ class Stack:
 
     tigerbeetle_port: int | None = None
 
-    def __init__(self, var_dir: Path, extra_env: dict[str, str] | None = None, copies: int = 1) -> None:
+    def __init__(self, var_dir: Path, extra_env: dict[str, str | None] | None = None, copies: int = 1) -> None:
         self.var_dir = var_dir
         self.copies = copies
         # Every copy of a process, started (and awaited) in this order.
@@ -110,7 +110,7 @@ class Stack:
 
     # --- lifecycle ---------------------------------------------------------
 
-    def _environment(self, extra_env: dict[str, str]) -> dict[str, str]:
+    def _environment(self, extra_env: dict[str, str | None]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_SETTINGS", "CRASH_AT"))}
         env.update(
             DJANGO_SETTINGS_MODULE="transfer_site.settings",
@@ -152,6 +152,7 @@ class Stack:
         if env.get("TRANSFER_STORE") == "scylla":
             self._private_keyspace = env["SCYLLA_KEYSPACE"] = f"test_e2e_{self.run_id}"
         env.update(extra_env)
+        env = {name: value for name, value in env.items() if value is not None}  # None: the service's default
         return env
 
     def topic(self, name: str) -> str:
