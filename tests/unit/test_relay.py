@@ -234,3 +234,15 @@ def test_an_idle_relay_polls_less_and_less_often_and_often_again_once_transfers_
     # poll, and polling is quick again.
     assert stop.slept == [0.02, 0.04, 0.08, 0.16, 0.16, 0.02, 0.02, 0.04, 0.08]
     assert len(bus.published) == 1
+
+
+def test_after_a_full_batch_an_empty_poll_pauses_briefly_not_as_long_as_when_idle(store, bus, settings):
+    settings.RELAY_POLL_MS = 20
+    settings.RELAY_IDLE_POLL_MS = 160
+    two_at_once = lambda: [accepted(store, Direction.SPOT_TO_FUNDING) for _ in range(2)]  # noqa: E731
+    stop = StopThatAcceptsOnce(sleeps=7, at=5, accept=two_at_once)
+    TransferRelay(store, bus, batch_size=2).run(stop)
+
+    # Idle up to 160 ms; a full batch (no pause after it) and the empty poll after it waits 20 ms again.
+    assert stop.slept == [0.02, 0.04, 0.08, 0.16, 0.16, 0.02, 0.04]
+    assert len(bus.published) == 2
