@@ -392,11 +392,12 @@ class OffsetCommits:
 class FetchWait:
     """How long the broker may hold a consumer's fetch: short while messages flow, long once idle.
 
-    The development broker (Tansu) answers a fetch that waits for new data at
-    the end of its wait, not when a message arrives, while messages keep coming:
-    under load the wait is how late a message is seen, so it is short there
+    The development broker (Tansu) does not answer a waiting fetch when a
+    message arrives while messages keep coming: it looks again at W/2, 3W/4,
+    ... of the wait W. Under load the wait decides how late a message is seen
+    and how many a batch holds, so it is short there
     (KAFKA_CONSUMER_FETCH_MAX_WAIT_MS). An idle consumer with that wait sends a
-    fetch 40 times a second for nothing; after a poll that found nothing it
+    fetch 20 times a second for nothing; after a poll that found nothing it
     waits KAFKA_CONSUMER_IDLE_FETCH_MAX_WAIT_MS instead, and the first message
     after the quiet still comes back at once (both brokers answer a fetch early
     when data arrives at an idle partition). Kafka answers early in both cases.
