@@ -198,7 +198,7 @@ def test_one_database_on_postgresql_or_with_redis(load_settings, env):
 @pytest.mark.parametrize("name", ["REDIS_URL", "CACHE_URL"])
 def test_redis_when_configured(load_settings, name):
     cache = load_settings(**{name: "redis://10.0.0.5:6379/2"})["CACHES"]["default"]
-    assert cache == {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://10.0.0.5:6379/2"}
+    assert cache == {"BACKEND": "transfer_site.cache.RedisCache", "LOCATION": "redis://10.0.0.5:6379/2"}
 
 
 def test_cache_url_wins_over_redis_url(load_settings):
