@@ -72,9 +72,9 @@ class FolderWatch:
             return None
         return cls(fd)
 
-    def wait(self, seconds: float, wanted: Callable[[str], bool] | None = None) -> None:
-        """Return when a file `wanted` (by name; default any) arrived or a poke came since the last wait
-        (at once if so), or after `seconds`.
+    def wait(self, seconds: float, wanted: Callable[[str], bool]) -> None:
+        """Return when a file `wanted` (by name) arrived or a poke came since the last wait (at once if
+        so), or after `seconds`.
 
         Every queue of the broker shares the folder: without `wanted` the
         webhooks worker woke, and listed the folder, for every settlement task.
@@ -88,7 +88,7 @@ class FolderWatch:
             if poked:
                 self._drain(self._poke_read)
             arrived = self._arrived() if self._fd in readable else []
-            if poked or any(name is None or wanted is None or wanted(name) for name in arrived):
+            if poked or any(name is None or wanted(name) for name in arrived):
                 return
 
     def _arrived(self) -> list[str | None]:
