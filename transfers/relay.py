@@ -134,12 +134,12 @@ class TransferRelay:
                 retry_seconds = min(retry_seconds * 2, _LONGEST_RETRY_SECONDS)
                 continue
             retry_seconds = _FIRST_RETRY_SECONDS
-            if relayed:
-                pause_seconds = poll_seconds  # transfers come: the next empty poll is followed by a short pause
             if relayed == 0:
                 stop.sleep(pause_seconds)
                 pause_seconds = min(pause_seconds * 2, idle_seconds)
-            elif relayed < self.batch_size:
+                continue
+            pause_seconds = poll_seconds  # transfers come: the next empty poll is followed by a short pause
+            if relayed < self.batch_size:
                 stop.sleep(poll_seconds)
 
 
