@@ -4,7 +4,7 @@ import re
 
 # ASCII digits only: no sign, exponent, whitespace or unicode digits.
 _AMOUNT_PATTERN = re.compile(r"(?P<whole>[0-9]+)(?:\.(?P<fraction>[0-9]+))?", re.ASCII)
-_MAX_AMOUNT_CHARS = 64
+MAX_AMOUNT_CHARS = 64  # the API schema publishes it as the amount's maxLength
 
 
 class InvalidAmount(ValueError):
@@ -15,7 +15,7 @@ def parse_amount(text: object, decimals: int, maximum_minor: int) -> int:
     """Return `text` in minor units, or raise InvalidAmount saying why."""
     if not isinstance(text, str):
         raise InvalidAmount("amount must be a decimal string, for example \"12.5\"")
-    if len(text) > _MAX_AMOUNT_CHARS:
+    if len(text) > MAX_AMOUNT_CHARS:
         raise InvalidAmount("amount is too long")
     match = _AMOUNT_PATTERN.fullmatch(text)
     if match is None:

@@ -1,5 +1,6 @@
-"""The schema's patterns say exactly what the service's own parsers take: a client that trusts the
-schema is never refused for an amount or a cursor it calls valid, and never told valid what is refused."""
+"""The schema says exactly what the service's own parsers take: a client that trusts the schema is
+never refused for an amount or a cursor it calls valid, and never told valid what is refused. An
+amount is valid by its pattern and its maxLength together, as the schema publishes them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from transfers.amounts import InvalidAmount, parse_amount
-from transfers.api.schema import amount_pattern, cursor_pattern
+from transfers.api.schema import amount_pattern, create_transfer_request_schema, cursor_pattern
+from transfers.models import Asset
 from transfers.store.base import InvalidCursor
 from transfers.store.scylla import decode_cursor
 
@@ -40,9 +42,18 @@ def accepted_amount(text: str, decimals: int, maximum_minor: int) -> bool:
 @example(text="000.000001")
 @example(text="1.")
 @example(text=".5")
-def test_amount_pattern_matches_exactly_what_the_service_takes(decimals, maximum_minor, text):
+@example(text="0" * 30 + "1." + "0" * 33)  # 65 characters: the pattern alone would take it
+def test_amount_schema_matches_exactly_what_the_service_takes(decimals, maximum_minor, text):
     expected = accepted_amount(text, decimals, maximum_minor)
-    assert bool(re.fullmatch(amount_pattern(decimals, maximum_minor), text)) is expected, text
+    assert schema_valid_amount(text, decimals, maximum_minor) is expected, text
+
+
+def schema_valid_amount(text: str, decimals: int, maximum_minor: int) -> bool:
+    """What a JSON Schema validator says of the amount as the create's schema publishes it for such
+    an asset: its `maxLength` and its `pattern` both hold."""
+    asset = Asset(code="X", decimals=decimals, maximum_transfer_minor=maximum_minor, transfers_enabled=True)
+    amount = create_transfer_request_schema([asset])["oneOf"][0]["properties"]["amount"]
+    return len(text) <= amount["maxLength"] and bool(re.fullmatch(amount["pattern"], text))
 
 
 @pytest.mark.parametrize(("decimals", "maximum_minor"), ASSETS)

@@ -19,6 +19,7 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
+from transfers.amounts import MAX_AMOUNT_CHARS
 from transfers.api.authentication import HEADER
 from transfers.api.serializers import AMOUNT_SCHEMA, CLIENT_TRANSFER_ID_SCHEMA, AccountRefSerializer
 from transfers.domain import Direction, PublicStatus
@@ -29,7 +30,6 @@ logger = logging.getLogger(__name__)
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 ID_PATTERN = r"^[0-9]{1,19}$"
 MAX_ID = (1 << 63) - 1
-AMOUNT_MAX_LENGTH = 64  # transfers.amounts
 
 
 # --- What the service accepts, as patterns ------------------------------------------
@@ -54,7 +54,8 @@ def cursor_pattern() -> str:
 
 def amount_pattern(decimals: int, maximum_minor: int) -> str:
     """The amounts parse_amount takes for this asset: positive, at most `decimals` places (trailing
-    zeros aside), leading zeros allowed, at most the maximum.
+    zeros aside), leading zeros allowed, at most the maximum. The schema pairs it with
+    `maxLength: MAX_AMOUNT_CHARS`; together they say exactly what is taken.
 
     Exact when the maximum is whole units (every seeded asset); otherwise its last fraction of a unit
     is left out (a few amounts the service takes, none it refuses).
@@ -124,13 +125,13 @@ def create_transfer_request_schema(assets: list[Asset] | None) -> dict[str, Any]
 def _create_alternative(direction: Direction, asset: Asset | None) -> dict[str, Any]:
     if asset is None:
         asset_schema = asset_code_schema(None)
-        amount = {**AMOUNT_SCHEMA, "maxLength": AMOUNT_MAX_LENGTH}
+        amount = {**AMOUNT_SCHEMA, "maxLength": MAX_AMOUNT_CHARS}
     else:
         asset_schema = {"type": "string", "enum": [asset.code]}
         amount = {
             **AMOUNT_SCHEMA,
             "pattern": amount_pattern(asset.decimals, asset.maximum_transfer_minor),
-            "maxLength": AMOUNT_MAX_LENGTH,
+            "maxLength": MAX_AMOUNT_CHARS,
             "description": f"{AMOUNT_SCHEMA['description']} {asset.code}: {asset.decimals} decimals.",
         }
 
