@@ -460,6 +460,7 @@ class Bench:
             "post_latency": latency_summary(run["latencies_ms"]),
             "cpu_ms_per_transfer": cpu_per_transfer,
             "cpu_ms_per_transfer_total": round(sum(cpu_per_transfer.values()), 3),
+            "cpu_bound_transfers_per_s": cpu_bound_rate(os.cpu_count() or 1, sum(cpu_per_transfer.values())),
             "end_to_end_latency": latency_summary(latencies),
         }
         self.result[name]["lost"] += self.result[name]["not_found"]
@@ -634,6 +635,12 @@ def soak_windows(minutes: dict[int, list[float]], whole_minutes: int) -> dict | 
     }
 
 
+def cpu_bound_rate(cpu_count: int, cpu_ms_per_transfer: float) -> float | None:
+    """The most transfers a second this machine could carry if every core did nothing but this stack's
+    work at the CPU per transfer measured: a ceiling no tuning of waits can pass (queues grow above it)."""
+    return round(cpu_count * 1000 / cpu_ms_per_transfer, 1) if cpu_ms_per_transfer > 0 else None
+
+
 def stack_kind(settings: dict) -> str:
     """Which row of the latency targets a run's stack is: "embedded", "production-like", or another."""
     bus, celery = settings.get("message_bus", ""), str(settings.get("celery_broker", ""))
@@ -766,6 +773,11 @@ def table(result: dict) -> str:
         if "cpu_ms_per_transfer_total" in e2e:
             rows.append(("", "CPU per transfer, ms (all processes)", f"{e2e['cpu_ms_per_transfer_total']:.2f}",
                          " ".join(f"{k} {v:.2f}" for k, v in e2e["cpu_ms_per_transfer"].items() if v >= 0.01), ""))
+            ceiling = cpu_bound_rate(m["cpu_count"], e2e["cpu_ms_per_transfer_total"])
+            if ceiling:
+                rows.append(("", f"CPU-bound ceiling: {m['cpu_count']} cores / CPU per transfer",
+                             f"{ceiling:.0f}/s", f"{e2e['rate']:.0f}/s asked",
+                             "" if ceiling >= e2e["rate"] else "over capacity"))
         windows = e2e.get("windows")
         if windows:
             rows.append(("", f"p99, first / last {windows['minutes']} minutes",

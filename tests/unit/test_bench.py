@@ -16,7 +16,7 @@ import pytest
 
 from bench import loadgen, profile_summary
 from bench.memory import MemorySampler, summarize
-from bench.run import latency_summary, percentile, soak_windows, stack_kind, table, verdicts
+from bench.run import cpu_bound_rate, latency_summary, percentile, soak_windows, stack_kind, table, verdicts
 
 
 def test_percentile_is_nearest_rank():
@@ -303,3 +303,20 @@ def test_a_soak_compares_its_last_five_minutes_with_its_first():
     windows = soak_windows(minutes, 30)
     assert windows == {"minutes": 5, "first_p99_ms": 140.0, "last_p99_ms": 390.0, "last_to_first": 2.79}
     assert soak_windows(minutes, 9) is None  # too short for two windows
+
+
+def test_the_report_says_when_a_rate_is_beyond_what_the_cores_can_carry():
+    assert cpu_bound_rate(2, 13.9) == 143.9  # 2 cores, 13.9 ms of CPU a transfer
+    assert cpu_bound_rate(2, 0) is None  # nothing measured
+    result = {
+        "timestamp": "t", "load_average_at_start": [1, 1, 1], "load_average_at_end": [1, 1, 1],
+        "machine": {"cpu_count": 2, "cpu_model": "x", "python": "3.11"}, "settings": EMBEDDED,
+    }
+    run = {"seconds": 60, "end_to_end_latency": {"p50_ms": 1.0, "p99_ms": 2.0}, "post_latency": {"p50_ms": 1.0,
+           "p99_ms": 2.0}, "sent": 1, "lost": 0, "stuck": 0, "statuses": {}, "cpu_ms_per_transfer": {"web": 10.0},
+           "cpu_ms_per_transfer_total": 10.0}
+    lines = table({**result, "end_to_end": {**run, "rate": 100}, "burst": {**run, "rate": 1000}}).splitlines()
+    ceilings = [line for line in lines if "CPU-bound ceiling" in line]
+    assert len(ceilings) == 2
+    assert "200/s" in ceilings[0] and "over capacity" not in ceilings[0]
+    assert "200/s" in ceilings[1] and "over capacity" in ceilings[1]
