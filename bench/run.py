@@ -83,6 +83,9 @@ LATENCY_TARGETS = {
     "embedded": {"e2e_p50_ms_max": 100.0, "e2e_p99_ms_max": 300.0, "burst_p99_ms_max": 2000.0},
 }
 SOAK_WINDOW_MINUTES = 5
+# The machine's cores this busy over a load (every process, not only the stack's): queues, not waits,
+# then set the latency.
+SATURATED_PERCENT = 90.0
 
 
 # --- small helpers ----------------------------------------------------------
@@ -127,6 +130,21 @@ def machine() -> dict:
         "python": platform.python_version(),
         "hostname": platform.node(),
     }
+
+
+def machine_cpu_times() -> tuple[int, int]:
+    """(busy, total) CPU time of all cores since boot in jiffies, from /proc/stat: every process on the
+    machine counts (the servers of the production-like stack and the load generator too)."""
+    with open("/proc/stat") as file:
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in file.readline().split()[1:9])
+    total = user + nice + system + idle + iowait + irq + softirq + steal  # guest time is inside user already
+    return total - idle - iowait, total
+
+
+def busy_percent(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """How busy the machine's cores were between two machine_cpu_times() readings, in % of all of them."""
+    total = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / total, 1) if total > 0 else None
 
 
 def log(message: str) -> None:
@@ -430,10 +448,12 @@ class Bench:
             self._profile("e2e", ["web", "worker", "bridge", "ubscore"], min(seconds, 20))
         since = self.sampler.mark()
         load_started = time.monotonic()
+        machine_before = machine_cpu_times()
         run = self.load(name, path="/api/v1/user/internal_transfer", mode="open", rate=rate,
                         duration=seconds, concurrency=256)
         accepted = {int(row[0]): row for row in run["accepted"]}
         records = self._wait_terminal(list(accepted), timeout=60)
+        machine_busy = busy_percent(machine_before, machine_cpu_times())
         cpu = self.sampler.cpu_seconds(since, self.sampler.mark())
         latencies = [
             record.updated_at_ms - accepted[request_id][1]
@@ -461,6 +481,7 @@ class Bench:
             "cpu_ms_per_transfer": cpu_per_transfer,
             "cpu_ms_per_transfer_total": round(sum(cpu_per_transfer.values()), 3),
             "cpu_bound_transfers_per_s": cpu_bound_rate(os.cpu_count() or 1, sum(cpu_per_transfer.values())),
+            "machine_cpu_busy_percent": machine_busy,
             "end_to_end_latency": latency_summary(latencies),
         }
         self.result[name]["lost"] += self.result[name]["not_found"]
@@ -778,6 +799,11 @@ def table(result: dict) -> str:
                 rows.append(("", f"CPU-bound ceiling: {m['cpu_count']} cores / CPU per transfer",
                              f"{ceiling:.0f}/s", f"{e2e['rate']:.0f}/s asked",
                              "" if ceiling >= e2e["rate"] else "over capacity"))
+        busy = e2e.get("machine_cpu_busy_percent")
+        if busy is not None:
+            rows.append(("", "machine CPU busy, every process (servers, load generator)",
+                         f"{busy:.0f}% of {m['cpu_count']} cores", "",
+                         "saturated" if busy >= SATURATED_PERCENT else ""))
         windows = e2e.get("windows")
         if windows:
             rows.append(("", f"p99, first / last {windows['minutes']} minutes",

@@ -16,7 +16,16 @@ import pytest
 
 from bench import loadgen, profile_summary
 from bench.memory import MemorySampler, summarize
-from bench.run import cpu_bound_rate, latency_summary, percentile, soak_windows, stack_kind, table, verdicts
+from bench.run import (
+    busy_percent,
+    cpu_bound_rate,
+    latency_summary,
+    percentile,
+    soak_windows,
+    stack_kind,
+    table,
+    verdicts,
+)
 
 
 def test_percentile_is_nearest_rank():
@@ -315,8 +324,17 @@ def test_the_report_says_when_a_rate_is_beyond_what_the_cores_can_carry():
     run = {"seconds": 60, "end_to_end_latency": {"p50_ms": 1.0, "p99_ms": 2.0}, "post_latency": {"p50_ms": 1.0,
            "p99_ms": 2.0}, "sent": 1, "lost": 0, "stuck": 0, "statuses": {}, "cpu_ms_per_transfer": {"web": 10.0},
            "cpu_ms_per_transfer_total": 10.0}
-    lines = table({**result, "end_to_end": {**run, "rate": 100}, "burst": {**run, "rate": 1000}}).splitlines()
+    lines = table({**result, "end_to_end": {**run, "rate": 100, "machine_cpu_busy_percent": 60.0},
+                   "burst": {**run, "rate": 1000, "machine_cpu_busy_percent": 97.5}}).splitlines()
     ceilings = [line for line in lines if "CPU-bound ceiling" in line]
     assert len(ceilings) == 2
     assert "200/s" in ceilings[0] and "over capacity" not in ceilings[0]
     assert "200/s" in ceilings[1] and "over capacity" in ceilings[1]
+    busy = [line for line in lines if "machine CPU busy" in line]
+    assert "60% of 2 cores" in busy[0] and "saturated" not in busy[0]
+    assert "98% of 2 cores" in busy[1] and busy[1].endswith("saturated")
+
+
+def test_machine_busy_is_the_share_of_all_cores_not_idle():
+    assert busy_percent((100, 1000), (250, 1200)) == 75.0  # 150 busy of 200 jiffies
+    assert busy_percent((100, 1000), (100, 1000)) is None  # no time passed
