@@ -86,6 +86,8 @@ SOAK_WINDOW_MINUTES = 5
 # The machine's cores this busy over a load (every process, not only the stack's): queues, not waits,
 # then set the latency.
 SATURATED_PERCENT = 90.0
+# Transfers whose timelines give the per-step medians (a sample: each timeline is a read).
+STAGES_SAMPLE = 300
 
 
 # --- small helpers ----------------------------------------------------------
@@ -503,12 +505,14 @@ class Bench:
                 for minute, values in sorted(minutes.items())
             }
             self.result[name]["windows"] = soak_windows(minutes, int(seconds // 60))
-        self.result[name]["stages"] = self._stages(accepted, records)
+        sample = list(records)[:: max(1, len(records) // STAGES_SAMPLE)][:STAGES_SAMPLE]
+        self.result[name]["stages"] = self._stages(accepted, records, sample)
+        self.result[name]["stages_slowest"] = self._stages(accepted, records, slowest(accepted, records))
 
-    def _stages(self, accepted: dict, records: dict, sample: int = 300) -> dict:
-        """Median ms from the scheduled POST to each step of the timeline, per direction (a sample)."""
+    def _stages(self, accepted: dict, records: dict, request_ids: list[int]) -> dict:
+        """Median ms from the scheduled POST to each step of the timeline, per direction, over these transfers."""
         offsets: dict[str, list[float]] = {}
-        for request_id in list(records)[:: max(1, len(records) // sample)][:sample]:
+        for request_id in request_ids:
             record = records[request_id]
             scheduled = accepted[request_id][1]
             seen = set()
@@ -654,6 +658,13 @@ def soak_windows(minutes: dict[int, list[float]], whole_minutes: int) -> dict | 
         "last_p99_ms": _round(last_p99),
         "last_to_first": round(last_p99 / first_p99, 2) if first_p99 and last_p99 is not None else None,
     }
+
+
+def slowest(accepted: dict, records: dict) -> list[int]:
+    """The request ids of the slowest 1% of the finished transfers (at least 10): the tail to explain."""
+    finished = sorted((record.updated_at_ms - accepted[request_id][1], request_id)
+                      for request_id, record in records.items() if record.status.is_terminal)
+    return [request_id for _, request_id in finished[-max(10, len(finished) // 100):]]
 
 
 def cpu_bound_rate(cpu_count: int, cpu_ms_per_transfer: float) -> float | None:
@@ -825,9 +836,11 @@ def table(result: dict) -> str:
                   for minute, row in by_minute.items()]
     stages = result.get("end_to_end", {}).get("stages")
     if stages:
-        lines += ["", "end to end, median ms from the POST to each step (a sample, from the transfers' timelines):"]
+        tail = result["end_to_end"].get("stages_slowest", {})
+        lines += ["", "end to end, median ms from the POST to each step, from the transfers' timelines: "
+                      "a sample of all, and the slowest 1%:"]
         for key, value in stages.items():
-            lines.append(f"  {key:<45} {value}")
+            lines.append(f"  {key:<45} {value!s:>9} {tail.get(key, '')!s:>9}")
     memory_key = "memory_soak" if result.get("memory_soak") else "memory"
     memory = result.get(memory_key) or []
     if memory:

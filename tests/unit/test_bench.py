@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,6 +22,7 @@ from bench.run import (
     cpu_bound_rate,
     latency_summary,
     percentile,
+    slowest,
     soak_windows,
     stack_kind,
     table,
@@ -338,3 +340,16 @@ def test_the_report_says_when_a_rate_is_beyond_what_the_cores_can_carry():
 def test_machine_busy_is_the_share_of_all_cores_not_idle():
     assert busy_percent((100, 1000), (250, 1200)) == 75.0  # 150 busy of 200 jiffies
     assert busy_percent((100, 1000), (100, 1000)) is None  # no time passed
+
+
+def test_the_tail_is_the_slowest_hundredth_of_the_finished_transfers():
+    finished, pending = SimpleNamespace(is_terminal=True), SimpleNamespace(is_terminal=False)
+    accepted = {request_id: (request_id, 1_000) for request_id in range(2_000)}
+    records = {request_id: SimpleNamespace(updated_at_ms=1_000 + request_id % 500, status=finished)
+               for request_id in range(2_000)}
+    records[7] = SimpleNamespace(updated_at_ms=99_999, status=pending)  # not finished: no latency yet
+    tail = slowest(accepted, records)
+    assert len(tail) == 19  # 1% of the 1,999 finished, rounded down
+    assert 7 not in tail
+    assert {records[request_id].updated_at_ms for request_id in tail} == {1_499, 1_498, 1_497, 1_496, 1_495}
+    assert len(slowest(dict(list(accepted.items())[:50]), dict(list(records.items())[:50]))) == 10  # at least 10
