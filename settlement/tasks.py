@@ -8,11 +8,14 @@ with exponential backoff; whatever still fails is picked up again by
 from __future__ import annotations
 
 import logging
+import threading
 
 from celery import shared_task
 from django.conf import settings
+from django.db import connections
 
 from settlement import saga
+from transfer_site import topics
 from transfer_site.messages import BalanceEvent, decode
 
 logger = logging.getLogger(__name__)
@@ -24,6 +27,23 @@ _RETRY = {
     "retry_jitter": True,
     "max_retries": 50,
 }
+
+
+def warm_up_worker_process(**_signal: object) -> None:
+    """Ready a new worker process for its first task: the adapters made, the producer connected and
+    the topic it publishes to known, so the first transfers after a start do not wait on them.
+
+    In the background: Celery ends a child that is not up within its alive timeout (4 s), and with the
+    broker down the warm-up takes longer than that (a task meanwhile waits for the same producer).
+    """
+    threading.Thread(target=_warm_up_ports, name="warm-up", daemon=True).start()
+
+
+def _warm_up_ports() -> None:
+    try:
+        saga.default_ports().bus.warm_up([topics.BALANCE_OPERATIONS])
+    finally:
+        connections.close_all()  # this thread's own, if making the adapters opened any
 
 
 @shared_task(name="settlement.settle_batch", bind=True, **_RETRY)

@@ -104,6 +104,7 @@ class TransferRelay:
         """
         poll_seconds = settings.RELAY_POLL_MS / 1000
         retry_seconds = _FIRST_RETRY_SECONDS
+        self.bus.warm_up([topics.TRANSFER_REQUESTS, topics.BALANCE_OPERATIONS])  # what first_message publishes to
         claim = self.bus.claim_shards(topics.RELAY_GROUP)
         try:
             logger.info("relay started", extra={"poll_ms": settings.RELAY_POLL_MS, "batch_size": self.batch_size,

@@ -31,6 +31,7 @@ class Command(BaseCommand):
     help = "Run the UBSCore consumer: apply balance.operations once each, answer on balance.events."
 
     def handle(self, *args: object, **options: object) -> None:
+        get_message_bus().warm_up([topics.BALANCE_EVENTS])  # before the first answer, not during it
         run_consumer(
             group_id=topics.UBSCORE_GROUP,
             topic_names=[topics.BALANCE_OPERATIONS],
