@@ -15,7 +15,6 @@ from django.conf import settings
 from django.db import connections
 
 from settlement import saga
-from transfer_site import topics
 from transfer_site.messages import BalanceEvent, decode
 
 logger = logging.getLogger(__name__)
@@ -30,8 +29,9 @@ _RETRY = {
 
 
 def warm_up_worker_process(**_signal: object) -> None:
-    """Ready a new worker process for its first task: the adapters made, the producer connected and
-    the topic it publishes to known, so the first transfers after a start do not wait on them.
+    """Ready a new worker process for its first task: the adapters made and the producer connected,
+    so the first transfers after a start do not wait on them. No topic is looked up: a worker may
+    start before the topics exist (it does not create the layout; the relay, bridge and UBSCore do).
 
     In the background: Celery ends a child that is not up within its alive timeout (4 s), and with the
     broker down the warm-up takes longer than that (a task meanwhile waits for the same producer).
@@ -41,7 +41,7 @@ def warm_up_worker_process(**_signal: object) -> None:
 
 def _warm_up_ports() -> None:
     try:
-        saga.default_ports().bus.warm_up([topics.BALANCE_OPERATIONS])
+        saga.default_ports().bus.warm_up([])
     finally:
         connections.close_all()  # this thread's own, if making the adapters opened any
 

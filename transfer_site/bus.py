@@ -59,7 +59,11 @@ class MessageBus(abc.ABC):
 
     def warm_up(self, topic_names: Sequence[str]) -> None:  # noqa: B027 - adapters without a server have none
         """Connect now and learn where `topic_names` live, so the process's first publish does not pay
-        for it. Never raises: a broker that is down is met again, as BusUnavailable, at that publish."""
+        for it. Never raises: a broker that is down is met again, as BusUnavailable, at that publish.
+
+        Only topics that exist (after `kafka_topics.require_layout()`): asking a broker that creates
+        topics on demand for a missing one would create it with its defaults, not the layout's.
+        """
 
     def claim_shards(self, group_id: str) -> ShardClaim:
         """Join the copies of a process in `group_id`; the claim says which users' work is this copy's."""
@@ -278,6 +282,7 @@ def run_consumer(
     max_records: int | None = None,
     linger_ms: int | None = None,
     downstream_idle: Callable[[], bool] | None = None,
+    publishes_to: Sequence[str] = (),
 ) -> None:
     """Consume `topic_names` in group `group_id` until SIGTERM/SIGINT.
 
@@ -294,7 +299,8 @@ def run_consumer(
     whose next poll takes whatever arrived meanwhile (batches grow with the
     load). With `downstream_idle` (the bridge: "is the settlement queue
     empty?") a batch goes at once while the work downstream keeps up, and
-    gathers, up to the linger, only while it does not.
+    gathers, up to the linger, only while it does not. `publishes_to`: the topics
+    `handle_batch` publishes to, warmed up (`MessageBus.warm_up`) once the layout is there.
     """
     from kafka import KafkaConsumer
     from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -311,6 +317,7 @@ def run_consumer(
             )
 
     kafka_topics.require_layout()
+    get_message_bus().warm_up(publishes_to)
     stop = StopFlag()
     consumer = KafkaConsumer(
         bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,

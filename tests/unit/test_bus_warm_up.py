@@ -77,7 +77,7 @@ class SlowWarmUpBus(InMemoryMessageBus):
         self.done.set()
 
 
-def test_each_new_celery_worker_process_warms_up_in_the_background_what_settlement_publishes_to(monkeypatch):
+def test_each_new_celery_worker_process_warms_up_in_the_background(monkeypatch):
     slow = SlowWarmUpBus()
     monkeypatch.setattr(tasks.saga, "default_ports", lambda: SimpleNamespace(bus=slow))
 
@@ -87,4 +87,4 @@ def test_each_new_celery_worker_process_warms_up_in_the_background_what_settleme
     assert time.monotonic() - started < 0.25
 
     assert slow.done.wait(5)
-    assert slow.warmed == [[topics.BALANCE_OPERATIONS]]
+    assert slow.warmed == [[]]  # the producer only: the topics may not exist yet

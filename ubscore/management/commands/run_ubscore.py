@@ -31,11 +31,11 @@ class Command(BaseCommand):
     help = "Run the UBSCore consumer: apply balance.operations once each, answer on balance.events."
 
     def handle(self, *args: object, **options: object) -> None:
-        get_message_bus().warm_up([topics.BALANCE_EVENTS])  # before the first answer, not during it
         run_consumer(
             group_id=topics.UBSCORE_GROUP,
             topic_names=[topics.BALANCE_OPERATIONS],
             handle_batch=handle_operations,
+            publishes_to=[topics.BALANCE_EVENTS],
             # No linger: a batch is one transaction and one publish here, done before the next poll,
             # so whatever arrives meanwhile is the next batch (batches grow with the load by themselves).
             linger_ms=0,
