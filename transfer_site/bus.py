@@ -317,7 +317,8 @@ def run_consumer(
             )
 
     kafka_topics.require_layout()
-    get_message_bus().warm_up(publishes_to)
+    if publishes_to:  # the bridge publishes only the rare dead letter: its producer is made on the first
+        get_message_bus().warm_up(publishes_to)
     stop = StopFlag()
     consumer = KafkaConsumer(
         bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
